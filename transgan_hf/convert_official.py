@@ -1,0 +1,418 @@
+"""Convert a checkpoint of the official TransGAN code (VITA-Group/TransGAN) into `save_pretrained` folders.
+
+    python -m transgan_hf.convert_official --checkpoint cifar_checkpoint --preset cifar10 --output_dir transgan-cifar10
+    python -m transgan_hf.convert_official --checkpoint ckpt --official_args args.json --output_dir out --weights raw
+
+The official checkpoint is a dict saved by `train_derived.py` (`gen_state_dict`, `avg_gen_state_dict` = EMA,
+`dis_state_dict`, ...; keys prefixed `module.`). It is read with `torch.load(weights_only=True)`: no code in the file
+runs. Every official key is mapped; any key left over, missing, or of the wrong shape stops the conversion with the
+full list, and nothing is written to the output folder. The int64 `relative_position_index` buffers are dropped
+(the models recompute them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
+from .modeling_transgan import TransGANDiscriminator, TransGANGenerator
+
+OFFICIAL_LICENSE_NOTE = (
+    "Converted from the official TransGAN checkpoint (VITA-Group/TransGAN). The official weights are derived from a "
+    "work under a non-commercial licence (Copyright (c) 2021, Yifan Jiang; NVIDIA-style source code licence, "
+    "section 3.3): use them for non-commercial research or evaluation only."
+)
+
+# Official class names of the four working generator/discriminator pairs (spec §1.2) and our preset for each.
+OFFICIAL_PRESETS = {
+    "cifar10": ("ViT_custom_rp", "ViT_custom_scale2_rp_noise"),
+    "stl10": ("ViT_custom_rp", "ViT_custom_scale2_rp_noise"),
+    "celeba_hq_256": ("Celeba256_gen", "Celeba256_dis"),
+    "church_256": ("ViT_custom_local544444_256_rp_noise", "ViT_scale3_local_new_rp"),
+}
+
+
+class ConversionError(ValueError):
+    """The checkpoint cannot be converted; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Official flags -> configurations
+# ---------------------------------------------------------------------------------------------------------------------
+
+_REQUIRED_FLAGS = ("gen_model", "dis_model", "latent_dim", "gf_dim", "g_depth", "bottom_width", "df_dim", "d_depth",
+                   "patch_size", "img_size")
+
+
+def _depths(value: Any) -> list[int]:
+    return [int(v) for v in str(value).split(",")] if not isinstance(value, (list, tuple)) else [int(v) for v in value]
+
+
+def configs_from_official_args(args: Mapping[str, Any]) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
+    """Build our configurations from the official command-line flags (as a dict, e.g. `cifar_small_args.json`)."""
+    missing = [flag for flag in _REQUIRED_FLAGS if flag not in args]
+    if missing:
+        raise ConversionError(f"The official arguments lack the flags {missing}; give the full set used for training.")
+    shared_g = dict(
+        latent_dim=int(args["latent_dim"]),
+        bottom_width=int(args["bottom_width"]),
+        hidden_size=int(args["gf_dim"]),
+        norm_type=args.get("g_norm", "ln"),
+        hidden_act=args.get("g_act", "gelu"),
+        mlp_ratio=float(args.get("g_mlp", 4)),
+        latent_norm=bool(args.get("latent_norm", False)),
+    )
+    g_depth = _depths(args["g_depth"])
+    g_window = int(args.get("g_window_size", 16))
+    gen_model = args["gen_model"]
+    bw = shared_g["bottom_width"]
+    if gen_model == "ViT_custom_rp":
+        g = dict(depths=g_depth[:3], upsample_types=["pixel_shuffle"] * 2, window_sizes=[0, 0, 0], image_size=bw * 4)
+    elif gen_model in ("ViT_custom_local544444_256_rp_noise", "ViT_custom_local544444_256_rp"):
+        g = dict(depths=g_depth[:6], upsample_types=["bicubic", "bicubic", "pixel_shuffle", "pixel_shuffle",
+                                                     "pixel_shuffle"],
+                 window_sizes=[0, 0, 0, g_window, g_window, g_window], image_size=bw * 32,
+                 noise_injection=gen_model.endswith("_noise"))
+    elif gen_model == "Celeba256_gen":
+        g = dict(depths=[0] + g_depth[1:6], upsample_types=["bicubic", "bicubic", "pixel_shuffle",
+                                                             "updown_pixel_shuffle", "updown_pixel_shuffle"],
+                 window_sizes=[0, 0, 0, g_window, g_window, g_window], image_size=bw * 32, noise_injection=True,
+                 latent_cross_attention=True, num_latent_tokens=64)
+    else:
+        raise ConversionError(
+            f"Unsupported official generator {gen_model!r}; supported: ViT_custom_rp, ViT_custom_local544444_256_rp(_noise), "
+            "Celeba256_gen (the other official classes do not run with their shipped flags)."
+        )
+    df = int(args["df_dim"])
+    depth = int(args["d_depth"])
+    shared_d = dict(
+        image_size=int(args["img_size"]),
+        patch_size=int(args["patch_size"]),
+        hidden_size=df,
+        norm_type=args.get("d_norm", "ln"),
+        hidden_act=args.get("d_act", "gelu"),
+        mlp_ratio=float(args.get("d_mlp", 4)),
+    )
+    d_window = int(args.get("d_window_size", 16))
+    dis_model = args["dis_model"]
+    if dis_model == "ViT_custom_scale2_rp_noise":
+        d = dict(patch_embed_dims=[df // 4 * 3, df // 4], depths=[depth, depth], window_sizes=[0, 0],
+                 global_depths=[0, 0], noise_injection=True)
+    elif dis_model == "ViT_scale3_local_new_rp":
+        d = dict(patch_embed_dims=[df // 4 * 3, df // 8, df // 8], depths=[depth - 1, depth, depth + 1],
+                 window_sizes=[d_window, 0, 0], global_depths=[1, 0, 0], noise_injection=False)
+    elif dis_model == "Celeba256_dis":
+        d = dict(patch_embed_dims=[df // 4, df // 4, df // 2], depths=[depth, depth - 1, depth + 1],
+                 window_sizes=[d_window, d_window, 0], global_depths=[0, 1, 0], overlapping_first_patch=True,
+                 use_relative_position_bias=False, noise_injection=False)
+    else:
+        raise ConversionError(
+            f"Unsupported official discriminator {dis_model!r}; supported: ViT_custom_scale2_rp_noise, "
+            "ViT_scale3_local_new_rp, Celeba256_dis."
+        )
+    try:
+        return TransGANGeneratorConfig(**shared_g, **g), TransGANDiscriminatorConfig(**shared_d, **d)
+    except ValueError as error:
+        raise ConversionError(f"The official arguments describe an invalid model: {error}") from None
+
+
+def configs_from_preset(name: str) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
+    if name not in OFFICIAL_PRESETS:
+        raise ConversionError(f"No official checkpoint layout for preset {name!r}; choose one of {sorted(OFFICIAL_PRESETS)}.")
+    return TransGANGeneratorConfig.from_preset(name), TransGANDiscriminatorConfig.from_preset(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Key mapping: our state-dict key -> official key
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Inside a transformer block (both networks).
+_BLOCK_RULES = [
+    (r"^norm(\d)\.(weight|bias|running_mean|running_var|num_batches_tracked)$", r"norm\1.norm.\2"),
+    (r"^attention\.noise_strength$", "attn.noise_strength_1"),
+    (r"^attention\.", "attn."),
+    (r"^cross_attention\.noise_strength$", "cross_attn.noise_strength_1"),
+    (r"^cross_attention\.(q|k|v|proj)\.", r"cross_attn.\1."),
+]
+
+
+def _map_block(rest: str) -> str:
+    for pattern, replacement in _BLOCK_RULES:
+        if re.search(pattern, rest):
+            return re.sub(pattern, replacement, rest)
+    return rest
+
+
+def _generator_block_prefix(gen_model: str, stage: int, index: int) -> str:
+    if gen_model == "ViT_custom_rp":
+        return f"blocks.block.{index}." if stage == 0 else f"upsample_blocks.{stage - 1}.block.{index}."
+    if gen_model.startswith("ViT_custom_local544444"):
+        return f"blocks.block.{index}." if stage == 0 else f"upsample_blocks.{stage - 1}.block.{index}."
+    # Celeba256_gen: stage 0 has no blocks.
+    return f"upsample_blocks.{stage - 1}.block.{index}."
+
+
+def official_generator_key(key: str, gen_model: str) -> str:
+    """Official name of our generator state-dict key `key`."""
+    if key.startswith("latent_proj."):
+        return "l1." + key.split(".", 1)[1]
+    if key.startswith("latent_embedding."):
+        return "embedding_transform." + key.split(".", 1)[1]
+    if key == "latent_position_embedding":
+        return "embed_pos"
+    if key.startswith("to_rgb."):
+        return "deconv.0." + key.split(".", 1)[1]
+    match = re.fullmatch(r"stages\.(\d+)\.position_embedding", key)
+    if match:
+        return f"pos_embed_{int(match.group(1)) + 1}"
+    match = re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", key)
+    if match:
+        stage, index, rest = int(match.group(1)), int(match.group(2)), match.group(3)
+        return _generator_block_prefix(gen_model, stage, index) + _map_block(rest)
+    return key
+
+
+def _discriminator_block_prefix(dis_model: str, config: TransGANDiscriminatorConfig, scale: int, index: int) -> str:
+    depth = config.depths[scale]
+    if index >= depth:  # trailing global-attention blocks have their own official container
+        return f"blocks_{scale + 1}1.{index - depth}."
+    return f"blocks_{scale + 1}.{index}."
+
+
+def official_discriminator_key(key: str, dis_model: str, config: TransGANDiscriminatorConfig) -> str:
+    """Official name of our discriminator state-dict key `key`."""
+    match = re.fullmatch(r"scales\.(\d+)\.patch_embedding\.(weight|bias)", key)
+    if match:
+        return f"fRGB_{int(match.group(1)) + 1}.{match.group(2)}"
+    match = re.fullmatch(r"scales\.(\d+)\.position_embedding", key)
+    if match:
+        return f"pos_embed_{int(match.group(1)) + 1}"
+    match = re.fullmatch(r"scales\.(\d+)\.blocks\.(\d+)\.(.+)", key)
+    if match:
+        scale, index, rest = int(match.group(1)), int(match.group(2)), match.group(3)
+        return _discriminator_block_prefix(dis_model, config, scale, index) + _map_block(rest)
+    if key.startswith("last_block."):
+        return "last_block.0." + _map_block(key.split(".", 1)[1])
+    match = re.fullmatch(r"norm\.(weight|bias|running_mean|running_var|num_batches_tracked)", key)
+    if match:
+        return f"norm.norm.{match.group(1)}"
+    return key
+
+
+# Official entries that carry no information for us.
+_IGNORED_OFFICIAL = re.compile(r"(^|\.)relative_position_index$|^Hz_fbank$|^Hz_geom$")
+
+
+def map_state_dict(
+    official: Mapping[str, torch.Tensor],
+    model: torch.nn.Module,
+    official_key: Callable[[str], str],
+    what: str,
+) -> dict[str, torch.Tensor]:
+    """Our state dict for `model` taken from `official`; raises `ConversionError` listing every problem."""
+    official = {k.removeprefix("module."): v for k, v in official.items()}
+    ours = model.state_dict()
+    mapped, missing, wrong_shape, used = {}, [], [], set()
+    for key, target in ours.items():
+        source = official_key(key)
+        if source not in official:
+            missing.append(f"{source} (for {key}, shape {tuple(target.shape)})")
+            continue
+        used.add(source)
+        value = official[source]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(target.shape):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            wrong_shape.append(f"{source}: checkpoint {shape}, model {tuple(target.shape)}")
+            continue
+        mapped[key] = value.to(target.dtype)
+    unmapped = sorted(k for k in official if k not in used and not _IGNORED_OFFICIAL.search(k))
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
+    if wrong_shape:
+        problems.append(f"wrong shapes ({len(wrong_shape)}): " + ", ".join(wrong_shape))
+    if unmapped:
+        problems.append(f"unmapped keys ({len(unmapped)}): " + ", ".join(unmapped))
+    if problems:
+        raise ConversionError(
+            f"The {what} weights do not match the configuration: " + "; ".join(problems)
+            + ". Check --preset / --official_args against the flags the checkpoint was trained with."
+        )
+    return mapped
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading and conversion
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_official_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an official training checkpoint safely (`weights_only=True`) and check its layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"Checkpoint file {str(path)!r} does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ConversionError(
+            f"{str(path)!r} is not a plain official checkpoint: it holds objects that a weights-only load refuses "
+            f"({str(error).splitlines()[0]}). Only checkpoints saved by the official train_derived.py are supported."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise ConversionError(
+            f"{str(path)!r} cannot be read as a PyTorch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no details'}); the file may be truncated or not a "
+            "checkpoint. Download it again."
+        ) from None
+    if not isinstance(checkpoint, dict) or not any(k in checkpoint for k in ("avg_gen_state_dict", "gen_state_dict")):
+        found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ConversionError(
+            f"{str(path)!r} is not an official TransGAN training checkpoint: expected a dict with 'avg_gen_state_dict', "
+            f"'gen_state_dict' and 'dis_state_dict', found {found}."
+        )
+    return checkpoint
+
+
+def convert_checkpoint(
+    checkpoint: Mapping[str, Any],
+    generator_config: TransGANGeneratorConfig,
+    discriminator_config: TransGANDiscriminatorConfig,
+    gen_model: str,
+    dis_model: str,
+    weights: str = "ema",
+) -> tuple[TransGANGenerator, TransGANDiscriminator | None]:
+    """Models with the official weights loaded (the discriminator is `None` if the checkpoint has none)."""
+    if weights not in ("ema", "raw"):
+        raise ConversionError(f"--weights must be 'ema' or 'raw', got {weights!r}.")
+    gen_key = "avg_gen_state_dict" if weights == "ema" else "gen_state_dict"
+    if gen_key not in checkpoint:
+        raise ConversionError(f"The checkpoint has no {gen_key!r} (found {sorted(checkpoint)}); try --weights "
+                              f"{'raw' if weights == 'ema' else 'ema'}.")
+    with torch.device("meta"):
+        generator = TransGANGenerator(generator_config)
+    state = map_state_dict(checkpoint[gen_key], generator, lambda k: official_generator_key(k, gen_model), "generator")
+    generator.load_state_dict(state, assign=True, strict=True)
+    discriminator = None
+    if "dis_state_dict" in checkpoint:
+        with torch.device("meta"):
+            discriminator = TransGANDiscriminator(discriminator_config)
+        state = map_state_dict(
+            checkpoint["dis_state_dict"], discriminator,
+            lambda k: official_discriminator_key(k, dis_model, discriminator_config), "discriminator",
+        )
+        discriminator.load_state_dict(state, assign=True, strict=True)
+        discriminator.eval()
+    generator.eval()
+    _restore_frozen_flags(generator)
+    return generator, discriminator
+
+
+def _restore_frozen_flags(model: torch.nn.Module) -> None:
+    # `load_state_dict(assign=True)` keeps requires_grad of the loaded tensors; keep our frozen, unused parameters so.
+    for name, param in model.named_parameters():
+        if name.endswith("cross_attention.noise_strength"):
+            param.requires_grad_(False)
+
+
+def _write_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
+    """Write into a temporary sibling folder, then rename it into place: a failure leaves no partial output."""
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"--output_dir {str(output_dir)!r} exists and is not empty; pass --overwrite or pick another.")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        write(staging)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def convert(
+    checkpoint_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    preset: str | None = None,
+    official_args: Mapping[str, Any] | str | os.PathLike | None = None,
+    weights: str = "ema",
+    overwrite: bool = False,
+) -> Path:
+    """Convert an official checkpoint; writes `output_dir/generator/` and `output_dir/discriminator/`."""
+    if (preset is None) == (official_args is None):
+        raise ConversionError("Give exactly one of --preset or --official_args.")
+    if official_args is not None:
+        if not isinstance(official_args, Mapping):
+            try:
+                official_args = json.loads(Path(official_args).read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise ConversionError(f"Cannot read --official_args {str(official_args)!r}: {error}") from None
+        generator_config, discriminator_config = configs_from_official_args(official_args)
+        gen_model, dis_model = official_args["gen_model"], official_args["dis_model"]
+    else:
+        generator_config, discriminator_config = configs_from_preset(preset)
+        gen_model, dis_model = OFFICIAL_PRESETS[preset]
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"--output_dir {str(output_dir)!r} exists and is not empty; pass --overwrite or pick another.")
+    checkpoint = load_official_checkpoint(checkpoint_path)
+    if checkpoint.get("gen_model", gen_model) != gen_model or checkpoint.get("dis_model", dis_model) != dis_model:
+        raise ConversionError(
+            f"The checkpoint was trained with {checkpoint.get('gen_model')} / {checkpoint.get('dis_model')}, but the "
+            f"configuration describes {gen_model} / {dis_model}; pick the matching --preset or --official_args."
+        )
+    generator, discriminator = convert_checkpoint(
+        checkpoint, generator_config, discriminator_config, gen_model, dis_model, weights
+    )
+
+    def write(folder: Path) -> None:
+        generator.save_pretrained(folder / "generator")
+        if discriminator is not None:
+            discriminator.save_pretrained(folder / "discriminator")
+        (folder / "CONVERSION.md").write_text(
+            f"# Converted official TransGAN weights\n\nSource: `{Path(checkpoint_path).name}` "
+            f"({gen_model} / {dis_model}), {weights} generator weights.\n\n{OFFICIAL_LICENSE_NOTE}\n"
+        )
+
+    _write_atomically(output_dir, overwrite, write)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m transgan_hf.convert_official",
+        description="Convert an official TransGAN checkpoint into transgan_hf save_pretrained folders.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="official checkpoint file (saved by train_derived.py)")
+    parser.add_argument("--output_dir", required=True, help="folder to write generator/ and discriminator/ into")
+    layout = parser.add_mutually_exclusive_group(required=True)
+    layout.add_argument("--preset", choices=sorted(OFFICIAL_PRESETS), help="official configuration of the checkpoint")
+    layout.add_argument("--official_args", help="JSON file with the official command-line flags used for training")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                        help="generator weights: EMA (avg_gen_state_dict, default) or raw (gen_state_dict)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    args = parser.parse_args(argv)
+    try:
+        out = convert(args.checkpoint, args.output_dir, args.preset, args.official_args, args.weights, args.overwrite)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Converted {args.checkpoint} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
