@@ -12,7 +12,6 @@ full list, and nothing is written to the output folder. The int64 `relative_posi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -144,8 +143,8 @@ _BLOCK_RULES = [
     (r"^norm(\d)\.(weight|bias|running_mean|running_var|num_batches_tracked)$", r"norm\1.norm.\2"),
     (r"^attention\.noise_strength$", "attn.noise_strength_1"),
     (r"^attention\.", "attn."),
-    (r"^cross_attention\.noise_strength$", "cross_attn.noise_strength_1"),
-    (r"^cross_attention\.(q|k|v|proj)\.", r"cross_attn.\1."),
+    (r"^cross_attention\.noise_strength$", "cross_attention.noise_strength_1"),
+    (r"^cross_attention\.(q|k|v)\.", r"cross_attention.\1_transform."),
 ]
 
 
@@ -159,10 +158,8 @@ def _map_block(rest: str) -> str:
 def _generator_block_prefix(gen_model: str, stage: int, index: int) -> str:
     if gen_model == "ViT_custom_rp":
         return f"blocks.block.{index}." if stage == 0 else f"upsample_blocks.{stage - 1}.block.{index}."
-    if gen_model.startswith("ViT_custom_local544444"):
-        return f"blocks.block.{index}." if stage == 0 else f"upsample_blocks.{stage - 1}.block.{index}."
-    # Celeba256_gen: stage 0 has no blocks.
-    return f"upsample_blocks.{stage - 1}.block.{index}."
+    # The 256 px generators number their stage containers from 1 (Celeba256_gen has no `blocks_1`).
+    return f"blocks_{stage + 1}.block.{index}."
 
 
 def official_generator_key(key: str, gen_model: str) -> str:
@@ -185,14 +182,14 @@ def official_generator_key(key: str, gen_model: str) -> str:
     return key
 
 
-def _discriminator_block_prefix(dis_model: str, config: TransGANDiscriminatorConfig, scale: int, index: int) -> str:
+def _discriminator_block_prefix(config: TransGANDiscriminatorConfig, scale: int, index: int) -> str:
     depth = config.depths[scale]
     if index >= depth:  # trailing global-attention blocks have their own official container
         return f"blocks_{scale + 1}1.{index - depth}."
     return f"blocks_{scale + 1}.{index}."
 
 
-def official_discriminator_key(key: str, dis_model: str, config: TransGANDiscriminatorConfig) -> str:
+def official_discriminator_key(key: str, config: TransGANDiscriminatorConfig) -> str:
     """Official name of our discriminator state-dict key `key`."""
     match = re.fullmatch(r"scales\.(\d+)\.patch_embedding\.(weight|bias)", key)
     if match:
@@ -203,7 +200,7 @@ def official_discriminator_key(key: str, dis_model: str, config: TransGANDiscrim
     match = re.fullmatch(r"scales\.(\d+)\.blocks\.(\d+)\.(.+)", key)
     if match:
         scale, index, rest = int(match.group(1)), int(match.group(2)), match.group(3)
-        return _discriminator_block_prefix(dis_model, config, scale, index) + _map_block(rest)
+        return _discriminator_block_prefix(config, scale, index) + _map_block(rest)
     if key.startswith("last_block."):
         return "last_block.0." + _map_block(key.split(".", 1)[1])
     match = re.fullmatch(r"norm\.(weight|bias|running_mean|running_var|num_batches_tracked)", key)
@@ -311,7 +308,7 @@ def convert_checkpoint(
             discriminator = TransGANDiscriminator(discriminator_config)
         state = map_state_dict(
             checkpoint["dis_state_dict"], discriminator,
-            lambda k: official_discriminator_key(k, dis_model, discriminator_config), "discriminator",
+            lambda k: official_discriminator_key(k, discriminator_config), "discriminator",
         )
         discriminator.load_state_dict(state, assign=True, strict=True)
         discriminator.eval()
@@ -392,26 +389,10 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m transgan_hf.convert_official",
-        description="Convert an official TransGAN checkpoint into transgan_hf save_pretrained folders.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="official checkpoint file (saved by train_derived.py)")
-    parser.add_argument("--output_dir", required=True, help="folder to write generator/ and discriminator/ into")
-    layout = parser.add_mutually_exclusive_group(required=True)
-    layout.add_argument("--preset", choices=sorted(OFFICIAL_PRESETS), help="official configuration of the checkpoint")
-    layout.add_argument("--official_args", help="JSON file with the official command-line flags used for training")
-    parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
-                        help="generator weights: EMA (avg_gen_state_dict, default) or raw (gen_state_dict)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
-    args = parser.parse_args(argv)
-    try:
-        out = convert(args.checkpoint, args.output_dir, args.preset, args.official_args, args.weights, args.overwrite)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"Converted {args.checkpoint} -> {out}")
-    return 0
+    """`python -m transgan_hf.convert_official ...` is `transgan convert ...`."""
+    from .cli import main as cli_main
+
+    return cli_main(["convert", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

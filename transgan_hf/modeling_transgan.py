@@ -121,7 +121,7 @@ class TransGANMLP(nn.Module):
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_position_index(window_size: int, device: torch.device) -> torch.Tensor:
     """Swin index `(dy + W - 1) * (2W - 1) + (dx + W - 1)` of every query/key pair of a `W x W` window (row-major).
 
@@ -398,10 +398,10 @@ class TransGANPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embedding, std=std)
         elif isinstance(module, TransGANDiscriminatorScale):
             init.trunc_normal_(module.position_embedding, std=std)
-        elif isinstance(module, (TransGANGenerator, TransGANDiscriminator)):
-            for name in ("latent_position_embedding", "cls_token"):
-                if getattr(module, name, None) is not None:
-                    init.trunc_normal_(getattr(module, name), std=std)
+        elif isinstance(module, TransGANGenerator) and module.latent_position_embedding is not None:
+            init.zeros_(module.latent_position_embedding)  # the official `embed_pos` is never re-initialised
+        elif isinstance(module, TransGANDiscriminator):
+            init.trunc_normal_(module.cls_token, std=std)
 
 
 class TransGANGenerator(TransGANPreTrainedModel):

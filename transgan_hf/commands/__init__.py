@@ -1,0 +1,1 @@
+"""Sub-commands of the `transgan` console script (see `transgan_hf.cli`)."""
