@@ -79,7 +79,8 @@ class _PresetMixin:
     def from_preset(cls, name: str, **overrides: Any):
         """The official configuration `name` (`cifar10`, `stl10`, `celeba_hq_256`, `church_256`) or `tiny`."""
         if name not in cls._presets:
-            raise ValueError(f"Unknown preset {name!r}; valid choices are {', '.join(map(repr, cls.available_presets()))}.")
+            choices = ", ".join(map(repr, cls.available_presets()))
+            raise ValueError(f"Unknown preset {name!r}; valid choices are {choices}.")
         return cls(**{**cls._presets[name], **overrides})
 
 
@@ -192,9 +193,9 @@ class TransGANGeneratorConfig(_PresetMixin, PretrainedConfig):
         producible = self.bottom_width * 2 ** (num_stages - 1)
         if self.image_size != producible:
             raise ValueError(
-                f"`image_size`={self.image_size} cannot be produced: `bottom_width`={self.bottom_width} doubled at each "
-                f"of the {num_stages - 1} stage transitions gives {producible}. Set `image_size`={producible}, or change "
-                "`bottom_width` or the number of stages (`depths`, `upsample_types`, `window_sizes`)."
+                f"`image_size`={self.image_size} cannot be produced: `bottom_width`={self.bottom_width} doubled at "
+                f"each of the {num_stages - 1} stage transitions gives {producible}. Set `image_size`={producible}, "
+                "or change `bottom_width` or the number of stages (`depths`, `upsample_types`, `window_sizes`)."
             )
         dim = self.hidden_size
         for i, kind in enumerate(self.upsample_types):
@@ -341,7 +342,9 @@ class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
                     "position. Set `use_relative_position_bias=False` or `cls_token_position`='last_block'."
                 )
             if self.window_sizes[0] or self.global_depths[0]:
-                raise ValueError("`cls_token_position`='input' needs global attention: set `window_sizes`=[0], `global_depths`=[0].")
+                raise ValueError(
+                    "`cls_token_position`='input' needs global attention: set `window_sizes`=[0], `global_depths`=[0]."
+                )
         if self.mlp_ratio <= 0:
             raise ValueError(f"`mlp_ratio` must be > 0, got {self.mlp_ratio}.")
 

@@ -92,8 +92,9 @@ def configs_from_official_args(args: Mapping[str, Any]) -> tuple[TransGANGenerat
                  latent_cross_attention=True, num_latent_tokens=64)
     else:
         raise ConversionError(
-            f"Unsupported official generator {gen_model!r}; supported: ViT_custom_rp, ViT_custom_local544444_256_rp(_noise), "
-            "Celeba256_gen (the other official classes do not run with their shipped flags)."
+            f"Unsupported official generator {gen_model!r}; supported: ViT_custom_rp, "
+            "ViT_custom_local544444_256_rp(_noise), Celeba256_gen (the other official classes do not run with their "
+            "shipped flags)."
         )
     df = int(args["df_dim"])
     depth = int(args["d_depth"])
@@ -130,7 +131,9 @@ def configs_from_official_args(args: Mapping[str, Any]) -> tuple[TransGANGenerat
 
 def configs_from_preset(name: str) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
     if name not in OFFICIAL_PRESETS:
-        raise ConversionError(f"No official checkpoint layout for preset {name!r}; choose one of {sorted(OFFICIAL_PRESETS)}.")
+        raise ConversionError(
+            f"No official checkpoint layout for preset {name!r}; choose one of {sorted(OFFICIAL_PRESETS)}."
+        )
     return TransGANGeneratorConfig.from_preset(name), TransGANDiscriminatorConfig.from_preset(name)
 
 
@@ -277,8 +280,8 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not any(k in checkpoint for k in ("avg_gen_state_dict", "gen_state_dict")):
         found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ConversionError(
-            f"{str(path)!r} is not an official TransGAN training checkpoint: expected a dict with 'avg_gen_state_dict', "
-            f"'gen_state_dict' and 'dis_state_dict', found {found}."
+            f"{str(path)!r} is not an official TransGAN training checkpoint: expected a dict with "
+            f"'avg_gen_state_dict', 'gen_state_dict' and 'dis_state_dict', found {found}."
         )
     return checkpoint
 
@@ -324,10 +327,16 @@ def _restore_frozen_flags(model: torch.nn.Module) -> None:
             param.requires_grad_(False)
 
 
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise ConversionError(
+            f"--output_dir {str(output_dir)!r} exists and is not an empty folder; pass --overwrite or pick another."
+        )
+
+
 def _write_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
     """Write into a temporary sibling folder, then rename it into place: a failure leaves no partial output."""
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"--output_dir {str(output_dir)!r} exists and is not empty; pass --overwrite or pick another.")
+    _check_output_dir(output_dir, overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
@@ -363,8 +372,7 @@ def convert(
         generator_config, discriminator_config = configs_from_preset(preset)
         gen_model, dis_model = OFFICIAL_PRESETS[preset]
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"--output_dir {str(output_dir)!r} exists and is not empty; pass --overwrite or pick another.")
+    _check_output_dir(output_dir, overwrite)
     checkpoint = load_official_checkpoint(checkpoint_path)
     if checkpoint.get("gen_model", gen_model) != gen_model or checkpoint.get("dis_model", dis_model) != dis_model:
         raise ConversionError(

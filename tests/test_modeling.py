@@ -1,0 +1,294 @@
+"""Configurations and models: parameter counts, validation, attention math, save/load, seeding, checkpointing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel
+
+from transgan_hf import (
+    TransGANDiscriminator,
+    TransGANDiscriminatorConfig,
+    TransGANGenerator,
+    TransGANGeneratorConfig,
+)
+from transgan_hf.modeling_transgan import (
+    TransGANSelfAttention,
+    relative_position_index,
+    window_partition,
+    window_reverse,
+)
+
+OFFICIAL_PARAMETER_COUNTS = {
+    "cifar10": (83_312_495, 10_210_400),
+    "stl10": (168_466_623, 10_341_536),
+    "celeba_hq_256": (212_903_275, 13_334_593),
+    "church_256": (205_291_952, 17_754_569),
+}
+
+
+def small_generator_config(**overrides) -> TransGANGeneratorConfig:
+    values = dict(latent_dim=16, bottom_width=4, image_size=16, hidden_size=64, depths=[1, 1, 1],
+                  upsample_types=["pixel_shuffle", "pixel_shuffle"], window_sizes=[0, 0, 8], noise_injection=True)
+    values.update(overrides)
+    return TransGANGeneratorConfig(**values)
+
+
+def small_discriminator_config(**overrides) -> TransGANDiscriminatorConfig:
+    values = dict(image_size=16, patch_size=2, patch_embed_dims=[24, 8], hidden_size=32, depths=[1, 1],
+                  window_sizes=[4, 0], global_depths=[1, 0], noise_injection=True)
+    values.update(overrides)
+    return TransGANDiscriminatorConfig(**values)
+
+
+def with_nonzero_noise(model: torch.nn.Module) -> torch.nn.Module:
+    """Noise strengths start at 0; give them a value so that noise changes the output."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("attention.noise_strength"):
+                param.fill_(0.5)
+    return model
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("preset", sorted(OFFICIAL_PARAMETER_COUNTS))
+def test_official_presets_have_official_parameter_counts(preset):
+    with torch.device("meta"):
+        generator = TransGANGenerator(TransGANGeneratorConfig.from_preset(preset))
+        discriminator = TransGANDiscriminator(TransGANDiscriminatorConfig.from_preset(preset))
+    assert (num_parameters(generator), num_parameters(discriminator)) == OFFICIAL_PARAMETER_COUNTS[preset]
+
+
+def test_relative_position_index_is_not_in_the_state_dict():
+    model = TransGANGenerator(small_generator_config())
+    assert not any("index" in key for key in model.state_dict())
+    assert not any(True for _ in model.buffers())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(window_sizes=[0, 0, 5]), "window_sizes"),
+        (dict(num_attention_heads=3), "num_attention_heads"),
+        (dict(hidden_size=66), "pixel-shuffle"),
+        (dict(image_size=32), "image_size"),
+        (dict(norm_type="rms"), "'ln', 'pn', 'bn', 'in', 'none'"),
+        (dict(hidden_act="swish"), "hidden_act"),
+        (dict(upsample_types=["pixel_shuffle", "nearest"]), "upsample_types"),
+        (dict(upsample_types=["pixel_shuffle"]), "upsample_types"),
+        (dict(depths=[1, -1, 1]), "depths"),
+    ],
+)
+def test_invalid_generator_configs_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small_generator_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(window_sizes=[3, 0]), "window_sizes"),
+        (dict(hidden_size=40), "hidden_size"),
+        (dict(image_size=18), "image_size"),
+        (dict(patch_embed_dims=[22, 10]), "num_attention_heads"),
+        (dict(norm_type="layer"), "norm_type"),
+        (dict(cls_token_position="middle"), "cls_token_position"),
+        (dict(depths=[1]), "depths"),
+    ],
+)
+def test_invalid_discriminator_configs_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        small_discriminator_config(**overrides)
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ValueError, match="'celeba_hq_256', 'church_256', 'cifar10', 'stl10', 'tiny'"):
+        TransGANGeneratorConfig.from_preset("imagenet")
+
+
+def test_presets_accept_overrides():
+    config = TransGANGeneratorConfig.from_preset("cifar10", norm_type="pn")
+    assert config.norm_type == "pn" and config.depths == [5, 4, 2]
+
+
+def test_relative_position_index_matches_swin_formula():
+    window = 3
+    index = relative_position_index(window, torch.device("cpu"))
+    for i in range(window * window):
+        for j in range(window * window):
+            (yi, xi), (yj, xj) = divmod(i, window), divmod(j, window)
+            assert index[i, j] == (yi - yj + window - 1) * (2 * window - 1) + (xi - xj + window - 1)
+
+
+def test_window_partition_groups_square_windows_and_reverses():
+    grid, window = 4, 2
+    tokens = torch.arange(grid * grid, dtype=torch.float32).view(1, grid * grid, 1)
+    windows = window_partition(tokens, grid, window)
+    assert windows.shape == (4, 4, 1)
+    assert windows[0, :, 0].tolist() == [0, 1, 4, 5]  # top-left window, row-major inside
+    assert windows[1, :, 0].tolist() == [2, 3, 6, 7]  # next window to the right
+    assert torch.equal(window_reverse(windows, grid, window), tokens)
+
+
+def test_sdpa_attention_matches_explicit_softmax_with_bias():
+    torch.manual_seed(0)
+    attention = TransGANSelfAttention(dim=16, num_heads=4, bias_window=3, noise_injection=False)
+    torch.nn.init.normal_(attention.relative_position_bias_table, std=1.0)
+    x = torch.randn(2, 9, 16)
+    q, k, v = attention.qkv(x).view(2, 9, 3, 4, 4).permute(2, 0, 3, 1, 4)
+    index = relative_position_index(3, torch.device("cpu"))
+    bias = attention.relative_position_bias_table[index.view(-1)].view(9, 9, 4).permute(2, 0, 1)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(4) + bias, dim=-1)
+    expected = attention.proj((weights @ v).transpose(1, 2).reshape(2, 9, 16))
+    torch.testing.assert_close(attention(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_generator_and_discriminator_shapes_and_dtypes():
+    generator = TransGANGenerator(small_generator_config())
+    discriminator = TransGANDiscriminator(small_discriminator_config())
+    images = generator(torch.randn(3, 16)).images
+    assert images.shape == (3, 3, 16, 16)
+    logits = discriminator(images).logits
+    assert logits.shape == (3, 1)
+    assert generator(torch.randn(2, 16), return_dict=False)[0].shape == (2, 3, 16, 16)
+
+
+def test_bad_inputs_are_rejected_with_shapes():
+    generator = TransGANGenerator(small_generator_config())
+    with pytest.raises(ValueError, match=r"\(batch, 16\)"):
+        generator(torch.randn(2, 8))
+    discriminator = TransGANDiscriminator(small_discriminator_config())
+    with pytest.raises(ValueError, match=r"\(batch, 3, 16, 16\)"):
+        discriminator(torch.randn(2, 3, 32, 32))
+
+
+def test_seeded_noise_is_reproducible_and_per_sample():
+    generator = with_nonzero_noise(TransGANGenerator(small_generator_config())).eval()
+    latents = torch.randn(3, 16)
+    with torch.no_grad():
+        a = generator(latents, noise_generator=torch.Generator().manual_seed(1)).images
+        b = generator(latents, noise_generator=torch.Generator().manual_seed(1)).images
+        c = generator(latents, noise_generator=torch.Generator().manual_seed(2)).images
+        batch = generator(latents, noise_generator=[torch.Generator().manual_seed(s) for s in (7, 8, 9)]).images
+        alone = generator(latents[1:2], noise_generator=[torch.Generator().manual_seed(8)]).images
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    # Same draws; the batched matmuls may round differently in the last bits.
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one per sample"):
+        generator(latents, noise_generator=[torch.Generator()])
+
+
+def test_save_load_and_automodel_round_trip(tmp_path):
+    generator = with_nonzero_noise(TransGANGenerator(small_generator_config())).eval()
+    discriminator = with_nonzero_noise(TransGANDiscriminator(small_discriminator_config())).eval()
+    generator.save_pretrained(tmp_path / "g")
+    discriminator.save_pretrained(tmp_path / "d")
+    assert (tmp_path / "g" / "model.safetensors").is_file()
+    assert AutoConfig.from_pretrained(tmp_path / "g").model_type == "transgan_generator"
+    loaded_g = AutoModel.from_pretrained(tmp_path / "g").eval()
+    loaded_d = TransGANDiscriminator.from_pretrained(tmp_path / "d").eval()
+    assert isinstance(loaded_g, TransGANGenerator)
+    latents = torch.randn(2, 16)
+    with torch.no_grad():
+        images = generator(latents, noise_generator=torch.Generator().manual_seed(3)).images
+        loaded_images = loaded_g(latents, noise_generator=torch.Generator().manual_seed(3)).images
+        logits = discriminator(images, noise_generator=torch.Generator().manual_seed(4)).logits
+        loaded_logits = loaded_d(images, noise_generator=torch.Generator().manual_seed(4)).logits
+    assert torch.equal(images, loaded_images)
+    assert torch.equal(logits, loaded_logits)
+
+
+def test_initialisation_follows_the_official_scheme():
+    torch.manual_seed(0)
+    generator = TransGANGenerator(small_generator_config(hidden_size=256))
+    discriminator = TransGANDiscriminator(small_discriminator_config())
+    # Generator Linear layers keep PyTorch's default U(+-1/sqrt(fan_in)) init.
+    weight = generator.latent_proj.weight
+    bound = 1 / math.sqrt(weight.shape[1])
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+    assert generator.latent_proj.bias.abs().max() <= bound and generator.latent_proj.bias.abs().max() > 0
+    # Discriminator Linear layers: truncated normal std 0.02, zero bias.
+    fc1 = discriminator.scales[0].blocks[0].mlp.fc1
+    assert abs(fc1.weight.std().item() - 0.02) < 0.004 and torch.count_nonzero(fc1.bias) == 0
+    # Position embeddings and bias tables: std 0.02; noise strengths: 0; conv weights: xavier-uniform bound.
+    assert abs(generator.stages[0].position_embedding.std().item() - 0.02) < 0.005
+    assert torch.count_nonzero(generator.stages[0].blocks[0].attention.noise_strength) == 0
+    conv = discriminator.scales[0].patch_embedding.weight
+    xavier = math.sqrt(6 / (conv.shape[0] * conv[0, 0].numel() + conv.shape[1] * conv[0, 0].numel()))
+    assert conv.abs().max() <= xavier and conv.abs().max() > 0.8 * xavier
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    config = small_generator_config()
+    torch.manual_seed(0)
+    reference = with_nonzero_noise(TransGANGenerator(config)).train()
+    checkpointed = with_nonzero_noise(TransGANGenerator(config)).train()
+    checkpointed.load_state_dict(reference.state_dict())
+    checkpointed.gradient_checkpointing_enable()
+    latents = torch.randn(2, 16)
+    for model in (reference, checkpointed):
+        images = model(latents, noise_generator=torch.Generator().manual_seed(5)).images
+        images.square().mean().backward()
+    for (name, a), (_, b) in zip(reference.named_parameters(), checkpointed.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("norm_type", ["pn", "bn", "in", "none"])
+def test_every_norm_type_runs_forward_and_backward(norm_type):
+    generator = TransGANGenerator(small_generator_config(norm_type=norm_type))
+    discriminator = TransGANDiscriminator(small_discriminator_config(norm_type=norm_type))
+    logits = discriminator(generator(torch.randn(2, 16)).images).logits
+    logits.mean().backward()
+    assert torch.isfinite(logits).all()
+    if norm_type == "none":
+        assert discriminator.scales[0].blocks[0].residual_gain == pytest.approx(math.sqrt(0.5))
+
+
+def test_upsample_kinds_and_latent_cross_attention():
+    config = small_generator_config(
+        depths=[0, 1, 1], upsample_types=["bicubic", "updown_pixel_shuffle"], window_sizes=[0, 0, 4],
+        latent_cross_attention=True, num_latent_tokens=4, hidden_size=64, latent_norm=True,
+    )
+    generator = TransGANGenerator(config)
+    assert config.stage_dims == [64, 64, 16]
+    frozen = [n for n, p in generator.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.endswith("cross_attention.noise_strength") for n in frozen)
+    images = generator(torch.randn(2, 16)).images
+    assert images.shape == (2, 3, 16, 16)
+    images.mean().backward()
+    assert generator.stages[1].blocks[0].cross_attention.k.weight.grad is not None
+
+
+def test_cls_token_at_input_discriminator():
+    config = small_discriminator_config(
+        patch_embed_dims=[32], hidden_size=32, depths=[2], window_sizes=[0], global_depths=[0],
+        cls_token_position="input", use_relative_position_bias=False,
+    )
+    discriminator = TransGANDiscriminator(config)
+    assert discriminator.last_block is None
+    assert discriminator.scales[0].position_embedding.shape == (1, 65, 32)
+    assert discriminator(torch.randn(2, 3, 16, 16)).logits.shape == (2, 1)
+
+
+def test_bfloat16_autocast_stays_close_to_float32():
+    torch.manual_seed(0)
+    generator = TransGANGenerator(small_generator_config(noise_injection=False))
+    discriminator = TransGANDiscriminator(small_discriminator_config(noise_injection=False))
+    latents = torch.randn(4, 16)
+    with torch.no_grad():
+        images = generator(latents).images
+        logits = discriminator(images).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_images = generator(latents).images
+            bf16_logits = discriminator(images).logits
+    assert torch.isfinite(bf16_logits.float()).all()
+    assert F.l1_loss(bf16_images.float(), images) < 0.05 * images.abs().mean()
+    assert F.l1_loss(bf16_logits.float(), logits) < 0.05 * logits.abs().mean() + 1e-2
