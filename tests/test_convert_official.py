@@ -245,6 +245,7 @@ def test_mismatched_architecture_and_existing_output(small_checkpoint, tmp_path)
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
-    assert main(["--checkpoint", str(tmp_path / "nope"), "--preset", "cifar10", "--output_dir", str(tmp_path / "o")]) == 2
+    argv = ["--checkpoint", str(tmp_path / "nope"), "--preset", "cifar10", "--output_dir", str(tmp_path / "o")]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: Checkpoint file") and "does not exist" in err[0]

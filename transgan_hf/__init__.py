@@ -13,6 +13,7 @@ from .modeling_transgan import (
     TransGANGeneratorOutput,
     TransGANPreTrainedModel,
 )
+from .pipeline_transgan import TransGANPipeline
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,6 @@ __all__ = [
     "TransGANGenerator",
     "TransGANGeneratorConfig",
     "TransGANGeneratorOutput",
+    "TransGANPipeline",
     "TransGANPreTrainedModel",
 ]

@@ -1,4 +1,4 @@
-"""Convert a checkpoint of the official TransGAN code (VITA-Group/TransGAN) into `save_pretrained` folders.
+"""Convert a checkpoint of the official TransGAN code (VITA-Group/TransGAN) into a `TransGANPipeline` folder.
 
     python -m transgan_hf.convert_official --checkpoint cifar_checkpoint --preset cifar10 --output_dir transgan-cifar10
     python -m transgan_hf.convert_official --checkpoint ckpt --official_args args.json --output_dir out --weights raw
@@ -28,6 +28,7 @@ import torch
 
 from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
 from .modeling_transgan import TransGANDiscriminator, TransGANGenerator
+from .pipeline_transgan import TransGANPipeline
 
 OFFICIAL_LICENSE_NOTE = (
     "Converted from the official TransGAN checkpoint (VITA-Group/TransGAN). The official weights are derived from a "
@@ -357,7 +358,8 @@ def convert(
     weights: str = "ema",
     overwrite: bool = False,
 ) -> Path:
-    """Convert an official checkpoint; writes `output_dir/generator/` and `output_dir/discriminator/`."""
+    """Convert an official checkpoint into a `TransGANPipeline` folder (`model_index.json`, `generator/`,
+    `discriminator/`, and a `README.md` model card that carries the official non-commercial licence)."""
     if (preset is None) == (official_args is None):
         raise ConversionError("Give exactly one of --preset or --official_args.")
     if official_args is not None:
@@ -383,17 +385,21 @@ def convert(
         checkpoint, generator_config, discriminator_config, gen_model, dis_model, weights
     )
 
-    def write(folder: Path) -> None:
-        generator.save_pretrained(folder / "generator")
-        if discriminator is not None:
-            discriminator.save_pretrained(folder / "discriminator")
-        (folder / "CONVERSION.md").write_text(
-            f"# Converted official TransGAN weights\n\nSource: `{Path(checkpoint_path).name}` "
-            f"({gen_model} / {dis_model}), {weights} generator weights.\n\n{OFFICIAL_LICENSE_NOTE}\n"
-        )
-
-    _write_atomically(output_dir, overwrite, write)
+    conversion = {
+        "Source": f"official TransGAN checkpoint `{Path(checkpoint_path).name}` ({gen_model} / {dis_model})",
+        "Generator weights": "EMA (`avg_gen_state_dict`)" if weights == "ema" else "raw (`gen_state_dict`)",
+        "Converted with": f"`transgan convert` (transgan_hf {_package_version()})",
+    }
+    pipeline = TransGANPipeline(generator=generator, discriminator=discriminator)
+    model_card_kwargs = {"converted_from_official": True, "training": conversion}
+    _write_atomically(output_dir, overwrite, lambda folder: pipeline.save_pretrained(folder, model_card_kwargs))
     return output_dir
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

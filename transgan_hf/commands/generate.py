@@ -1,0 +1,160 @@
+"""`transgan generate`: one PNG per seed, and optionally a grid, from a TransGAN pipeline (cf. StyleGAN generate.py)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers.utils import make_image_grid
+from PIL import Image
+
+from ..cli import CommandError
+from ..pipeline_transgan import TransGANPipeline, check_positive_int, check_truncation
+
+MAX_SEEDS = 1_000_000
+
+EXAMPLES = """\
+examples:
+  transgan generate --model org/transgan-stl10 --seeds 0-15 --outdir out
+  transgan generate --model ./my-pipeline --seeds 0-63,100 --truncation 0.7 --grid grid.png --outdir out
+  transgan generate --model org/transgan-stl10 --seeds 0-7 --num_candidates 4 --device cuda --outdir best
+
+Seed s always uses the same latent and noise (torch.Generator().manual_seed(s)), whatever the other seeds and
+--batch_size are.
+Models are Hub repo ids or local pipeline folders; with HF_HUB_OFFLINE=1 only the Hugging Face cache is used.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate images for a list of seeds",
+        description="Generate one PNG per seed (seed0000.png, ...) with a TransGAN pipeline, optionally a grid.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, metavar="ORG/NAME_OR_DIR",
+                        help="Hub repo id or local folder of a TransGANPipeline")
+    parser.add_argument("--seeds", required=True, help="seeds: numbers and inclusive ranges, e.g. 0-15,20")
+    parser.add_argument("--outdir", required=True, help="output folder (created if needed)")
+    parser.add_argument("--truncation", type=float, default=None, metavar="T",
+                        help="truncated latents, T in (0, 1]: N(0,1) restricted to [-2, 2], times T (default: none)")
+    parser.add_argument("--num_candidates", type=int, default=1, metavar="K",
+                        help="draw K candidates per seed and keep the one the discriminator scores highest")
+    parser.add_argument("--grid", metavar="PATH",
+                        help="also write all images as one grid image (relative paths are inside --outdir)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    parser.add_argument("--batch_size", type=int, default=16, help="seeds generated per forward pass (default: 16)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = parse_seeds(args.seeds)
+    try:
+        check_truncation(args.truncation)
+        check_positive_int("num_candidates", args.num_candidates)
+        check_positive_int("batch_size", args.batch_size)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    device = resolve_device(args.device)
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise CommandError(f"--outdir {str(outdir)!r} is a file; pass a folder.")
+    grid_path = None
+    if args.grid:
+        grid_path = outdir / args.grid
+        if grid_path.suffix.lower() not in Image.registered_extensions():
+            raise CommandError(f"--grid {args.grid!r} needs an image file extension such as .png or .jpg.")
+
+    try:
+        pipeline = TransGANPipeline.from_pretrained(args.model).to(device)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot load --model {args.model!r}: {error}") from None
+
+    grid_images = []
+    for start in range(0, len(seeds), args.batch_size):
+        chunk = seeds[start:start + args.batch_size]
+        try:
+            images = pipeline(
+                batch_size=len(chunk),
+                generator=[torch.Generator().manual_seed(seed) for seed in chunk],
+                truncation=args.truncation,
+                num_candidates=args.num_candidates,
+            ).images
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        for seed, image in zip(chunk, images):
+            save_image(image, outdir / f"seed{seed:04d}.png")
+        if grid_path is not None:
+            grid_images.extend(images)
+    message = f"Wrote {len(seeds)} image{'s' * (len(seeds) != 1)} to {outdir}"
+    if grid_path is not None:
+        save_image(image_grid(grid_images), grid_path)
+        message += f" and the grid {grid_path}"
+    print(message)
+    return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`"0-3,7"` -> `[0, 1, 2, 3, 7]` (inclusive ranges, duplicates dropped, order kept)."""
+    ranges = []
+    for part in text.split(","):
+        part = part.strip()
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()) or (_ and not high):
+            raise CommandError(f"--seeds: {part!r} is not a seed or a range; write non-negative numbers and "
+                               "inclusive ranges separated by commas, e.g. 0-15,20.")
+        low, high = int(low), int(high or low)
+        if high < low:
+            raise CommandError(f"--seeds: range {part!r} goes backwards; write it as {high}-{low}.")
+        if high >= 2**63:
+            raise CommandError(f"--seeds: {high} is too large; seeds must be below 2**63.")
+        ranges.append((low, high))
+    if sum(high - low + 1 for low, high in ranges) > MAX_SEEDS:
+        raise CommandError(f"--seeds asks for more than {MAX_SEEDS:,} images; split the work into several runs.")
+    return list(dict.fromkeys(seed for low, high in ranges for seed in range(low, high + 1)))
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available on this machine or torch build; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CommandError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(f"--device {name}: MPS is not available on this machine; use --device cpu.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise CommandError(f"--device {name!r} is not supported; use cpu, cuda, cuda:N or mps.")
+    return device
+
+
+def image_grid(images: list[Image.Image]) -> Image.Image:
+    """A near-square grid, row by row; the empty cells of the last row stay black."""
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    padding = [Image.new(images[0].mode, images[0].size)] * (rows * columns - len(images))
+    return make_image_grid(images + padding, rows=rows, cols=columns)
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    """Write through a temporary file in the same folder, so that an interrupted run leaves no truncated image."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.close(handle)
+        try:
+            image.save(temporary)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot write {str(path)!r}: {error}") from None
