@@ -12,6 +12,9 @@ import sys
 
 COMMAND_MODULES = [
     "transgan_hf.commands.convert",
+    "transgan_hf.commands.generate",
+    "transgan_hf.commands.evaluate",
+    "transgan_hf.commands.stats",
 ]
 
 
@@ -44,4 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so that `CommandError` is the class the commands raise.
+    from transgan_hf.cli import main as package_main
+
+    sys.exit(package_main())

@@ -1,0 +1,210 @@
+"""`transgan evaluate`: FID / KID / IS of a TransGAN pipeline against reference statistics, as JSON.
+
+Image `i` is generated with `torch.Generator().manual_seed(SeedSequence([seed, i]))`, so a result depends only on
+`--seed` and `--num_images` (not on `--batch_size` or the device count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from ..cli import CommandError
+from .generate import resolve_device
+
+EXAMPLES = """\
+examples:
+  transgan evaluate --model org/transgan-cifar10 --num_images 50000 --reference fid_stats_cifar10_train.npz
+  transgan evaluate --model ./pipeline --reference cifar10_train.npz --metrics fid,kid,is --device cuda \\
+      --update_model_card --dataset cifar10 --dataset_split train
+  transgan evaluate --model ./mnist-demo --feature_extractor digits --reference mnist5k_digits.npz \\
+      --metrics fid,is,confidence --num_images 5000        # reports fdd_mnist (not an FID), digit IS, confidence
+
+The Inception network needs pt_inception-2015-12-05-6726825d.pth (--inception_weights, $TRANSGAN_INCEPTION_WEIGHTS
+or the torch hub cache); nothing is downloaded. The JSON result goes to stdout (and to --output).
+"""
+
+METRIC_DISPLAY_NAMES = {
+    "fid": "FID",
+    "kid": "KID",
+    "inception_score": "Inception Score",
+    "fdd_mnist": "Fréchet Digit Distance (MNIST classifier, not FID)",
+    "kdd_mnist": "Kernel Digit Distance (MNIST classifier, not KID)",
+    "digit_is_mnist": "Digit Inception Score (MNIST classifier)",
+    "digit_confidence_mnist": "Digit classifier confidence",
+}
+
+
+def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with `transgan stats`: which feature network, its weights, the device and batch size."""
+    parser.add_argument(
+        "--feature_extractor", default="inception",
+        help="inception (TTUR FID network, default), digits (MNIST demo classifier: metrics fdd_mnist, ...), or "
+        "package.module:factory",
+    )  # fmt: skip
+    parser.add_argument("--inception_weights", metavar="PATH",
+                        help="pt_inception-2015-12-05-6726825d.pth (default: $TRANSGAN_INCEPTION_WEIGHTS, torch hub)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    parser.add_argument("--batch_size", type=int, default=64, help="images per batch (default: 64)")
+
+
+def load_feature_extractor(args: argparse.Namespace, device):
+    from ..metrics import build_feature_extractor
+
+    if args.batch_size < 1:
+        raise CommandError(f"--batch_size must be >= 1, got {args.batch_size}.")
+    weights = args.inception_weights if args.feature_extractor == "inception" else None
+    try:
+        return build_feature_extractor(args.feature_extractor, weights_path=weights, device=device)
+    except (OSError, ValueError, ImportError) as error:
+        raise CommandError(str(error)) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="FID / KID / IS of a pipeline (JSON)",
+        description="Generate images with a TransGAN pipeline and compute FID, KID and/or IS against reference "
+        "statistics (TTUR protocol with the Inception network; a digit-classifier metric for the MNIST demo).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, metavar="ORG/NAME_OR_DIR", help="Hub repo id or pipeline folder")
+    parser.add_argument("--reference", metavar="STATS.npz",
+                        help="reference statistics (`transgan stats`, or the official fid_stat files); FID/KID")
+    parser.add_argument("--num_images", type=int, default=50_000, help="generated images (default: 50000)")
+    parser.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, is, confidence (default: fid)")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed SeedSequence([seed, i]) (default: 0)")
+    add_feature_arguments(parser)
+    parser.add_argument("--kid_subsets", type=int, default=100, help="KID subsets (default: 100)")
+    parser.add_argument("--kid_subset_size", type=int, default=1000, help="KID subset size (default: 1000)")
+    parser.add_argument("--is_splits", type=int, default=10, help="IS splits (default: 10)")
+    parser.add_argument("--weights_kind", choices=["ema", "raw"],
+                        help="record which generator weights the pipeline holds (default: read from its model card)")
+    parser.add_argument("--output", metavar="RESULT.json", help="also write the JSON result to this file")
+    parser.add_argument("--update_model_card", action="store_true",
+                        help="write the results into the model card (README.md) of the --model folder")
+    parser.add_argument("--dataset", help="dataset name for the model card entry, e.g. cifar10")
+    parser.add_argument("--dataset_split", help="dataset split of the reference statistics, e.g. train")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..metrics import METRICS, evaluate_generator, load_statistics
+    from ..pipeline_transgan import TransGANPipeline, resolve_pipeline_folder
+
+    metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    unknown = sorted(set(metrics) - set(METRICS))
+    if not metrics or unknown:
+        raise CommandError(f"--metrics {args.metrics!r}: choose from {', '.join(METRICS)}.")
+    if args.num_images < 2:
+        raise CommandError(f"--num_images must be >= 2, got {args.num_images}.")
+    if args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}.")
+    if {"fid", "kid"} & set(metrics) and args.reference is None:
+        raise CommandError("FID/KID need --reference STATS.npz (create it with `transgan stats`).")
+    if args.update_model_card and not args.dataset:
+        raise CommandError("--update_model_card needs --dataset (the dataset name shown in the model card).")
+    if args.update_model_card and not os.path.isdir(args.model):
+        raise CommandError("--update_model_card needs --model to be a local pipeline folder.")
+    reference = None
+    if args.reference is not None:
+        try:
+            reference = load_statistics(args.reference)
+        except (OSError, ValueError) as error:
+            raise CommandError(str(error)) from None
+
+    device = resolve_device(args.device)
+    feature_extractor = load_feature_extractor(args, device)
+    try:
+        folder = resolve_pipeline_folder(args.model)
+        pipeline = TransGANPipeline.from_pretrained(folder).to(device)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot load --model {args.model!r}: {error}") from None
+    pipeline.set_progress_bar_config(disable=True)
+
+    def generate(generators):
+        return pipeline(batch_size=len(generators), generator=generators, output_type="pt").images
+
+    started = time.perf_counter()
+    try:
+        result = evaluate_generator(
+            generate, args.num_images, feature_extractor, reference, batch_size=args.batch_size, seed=args.seed,
+            metrics=metrics, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+            is_splits=args.is_splits, progress=not args.no_progress,
+        )  # fmt: skip
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    seconds = time.perf_counter() - started
+
+    report = {
+        "model": str(args.model),
+        "weights": {"kind": args.weights_kind or weights_kind_from_card(folder), "path": str(folder / "generator")},
+        "metrics": result["metrics"],
+        "protocol": result["protocol"],
+        "feature_extractor": result["feature_extractor"],
+        "num_images": result["num_images"],
+        "seed": result["seed"],
+        "reference": args.reference,
+        "device": str(device),
+        "seconds": round(seconds, 3),
+    }
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    print(text)
+    if args.output:
+        write_text_atomically(Path(args.output), text + "\n")
+    if args.update_model_card:
+        from ..model_card import update_model_card_metrics
+
+        try:
+            update_model_card_metrics(args.model, model_card_entries(report, args.dataset, args.dataset_split))
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot update the model card: {error}") from None
+    return 0
+
+
+def model_card_entries(report: dict, dataset: str, split: str | None = None) -> list[dict]:
+    """One model-card metric per reported value (standard deviations are left out)."""
+    entries = []
+    for name, value in report["metrics"].items():
+        if name.endswith("_std"):
+            continue
+        entry = {
+            "name": METRIC_DISPLAY_NAMES.get(name, name),
+            "type": name,
+            "value": float(value),
+            "dataset": dataset,
+            "protocol": f"{report['protocol']}; seed {report['seed']}; {report['weights']['kind']} weights",
+            "num_images": int(report["num_images"]),
+        }
+        if split:
+            entry["split"] = split
+        entries.append(entry)
+    return entries
+
+
+def weights_kind_from_card(folder: Path) -> str:
+    """'ema' or 'raw' from the "Generator weights" row of the model card (converted pipelines have one); else
+    'unknown'."""
+    card = folder / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    match = re.search(r"\|\s*Generator weights\s*\|\s*(EMA|raw)\b", text, flags=re.IGNORECASE)
+    return match.group(1).lower() if match else "unknown"
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temp_name, path)
+    except BaseException:
+        os.unlink(temp_name)
+        raise

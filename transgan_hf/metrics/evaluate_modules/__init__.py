@@ -1,0 +1,1 @@
+"""`evaluate` metric modules (one folder per metric, loadable with `evaluate.load(folder)`)."""

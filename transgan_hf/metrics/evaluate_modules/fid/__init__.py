@@ -1,0 +1,1 @@
+"""The `fid` evaluate metric module (see fid.py)."""

@@ -1,0 +1,1 @@
+"""The `inception_score` evaluate metric module (see inception_score.py)."""

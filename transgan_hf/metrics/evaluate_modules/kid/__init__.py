@@ -1,0 +1,1 @@
+"""The `kid` evaluate metric module (see kid.py)."""
