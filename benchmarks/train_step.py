@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Speed of one discriminator step (with gradient penalty) and one generator step (with the EMA update), using the
+training script's own `GANTrainer` (the same code path as `accelerate launch training/train.py`).
+
+    python benchmarks/train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16
+
+A D step = one loader iteration that updates D: fake batch from G under no_grad, D on augmented real and fake images,
+gradient penalty, backward, clipping, Adam. A G step = the generator update (loss through the augmented D, backward,
+clipping, Adam) plus the EMA update. Prints medians and peak memory; the last line is a JSON object with `d_step_s`,
+`g_step_s`, `peak_mem_mb`. Real images are random tensors: speed does not depend on the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from harness import add_common_arguments, median_seconds, peak_memory_mb, report, setup
+
+from transgan_hf import TransGANDiscriminator, TransGANGenerator
+from transgan_hf.ema import ExponentialMovingAverage, ema_beta
+
+
+def load_training_script():
+    path = Path(__file__).resolve().parents[1] / "training" / "train.py"
+    spec = importlib.util.spec_from_file_location("transgan_train", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    parser.add_argument("--batch_size", type=int, default=8, help="discriminator batch")
+    parser.add_argument("--gen_batch_size", type=int, default=16, help="generator batch")
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    args = parser.parse_args()
+    device = setup(args)
+    train = load_training_script()
+    with tempfile.TemporaryDirectory() as output_dir:
+        flags = ["--preset", args.preset, "--train_batch_size", str(args.batch_size), "--gen_batch_size",
+                 str(args.gen_batch_size), "--mixed_precision", args.mixed_precision, "--report_to", "none",
+                 "--output_dir", output_dir]
+        if args.gradient_checkpointing:
+            flags.append("--gradient_checkpointing")
+        if args.compile:
+            flags.append("--compile")
+        train_args = train.parse_args(flags)
+        g_config, d_config = train.load_model_configs(train_args)
+        accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
+        generator, discriminator = TransGANGenerator(g_config), TransGANDiscriminator(d_config)
+        if args.gradient_checkpointing:
+            for model in (generator, discriminator):
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        ema = ExponentialMovingAverage(generator)
+        ema.model.to(accelerator.device)
+        adam = dict(lr=train_args.learning_rate, betas=(train_args.adam_beta1, train_args.adam_beta2))
+        g_opt = torch.optim.Adam(generator.parameters(), **adam)
+        d_opt = torch.optim.Adam(discriminator.parameters(), **adam)
+        generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)
+        trainer = train.GANTrainer(accelerator, train_args, generator, discriminator, g_opt, d_opt, ema)
+        real = torch.rand((args.batch_size, 3, g_config.image_size, g_config.image_size), device=device) * 2 - 1
+
+        def d_step() -> None:
+            trainer.discriminator_iteration(real, step=0, update=True)
+
+        def g_step() -> None:
+            trainer.generator_update(step=0)
+            beta = ema_beta(10**6, train_args.train_batch_size, train_args.ema_kimg, train_args.ema_warmup,
+                            train_args.ema_decay)
+            ema.update(generator, beta)
+
+        d_seconds = median_seconds(d_step, device, args.steps, args.warmup)
+        g_seconds = median_seconds(g_step, device, args.steps, args.warmup)
+    memory = peak_memory_mb(device)
+    report(
+        {"preset": args.preset, "device": str(device), "mixed_precision": args.mixed_precision,
+         "D batch / G batch": f"{args.batch_size} / {args.gen_batch_size}",
+         "D step (s, median)": f"{d_seconds:.3f}", "G step (s, median)": f"{g_seconds:.3f}",
+         "D images/s": f"{args.batch_size / d_seconds:.2f}", "G images/s": f"{args.gen_batch_size / g_seconds:.2f}",
+         "peak memory (MB)": f"{memory:.0f}"},
+        {"d_step_s": round(d_seconds, 4), "g_step_s": round(g_seconds, 4), "peak_mem_mb": round(memory, 1)},
+    )
+
+
+if __name__ == "__main__":
+    main()

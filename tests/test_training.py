@@ -1,0 +1,371 @@
+"""training/train.py: presets and flags, short end-to-end runs, exact resume, SIGKILL during a checkpoint, two CPU
+processes, divergence and input errors. Every run uses a micro model and 16 synthetic images (seconds each)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
+from safetensors.torch import load_file
+
+from transgan_hf import TransGANDiscriminatorConfig, TransGANGeneratorConfig, TransGANPipeline
+from transgan_hf.cli import CommandError
+from transgan_hf.training_presets import TRAINING_PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "training" / "train.py"
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def load_train_module():
+    spec = importlib.util.spec_from_file_location("transgan_train_script", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_train_module()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Two-thread OpenMP kernels crawl on a shared 2-core machine; the micro models do not need them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """Micro generator/discriminator configs and a 16-image folder (RGB, RGBA, greyscale, palette; not square)."""
+    folder = tmp_path_factory.mktemp("training")
+    TransGANGeneratorConfig(latent_dim=16, bottom_width=4, image_size=16, hidden_size=64, depths=[1, 1, 1],
+                            upsample_types=["pixel_shuffle"] * 2, window_sizes=[0, 0, 8],
+                            noise_injection=True).to_json_file(folder / "generator.json")
+    TransGANDiscriminatorConfig(image_size=16, patch_size=2, patch_embed_dims=[16, 16], hidden_size=32, depths=[1, 1],
+                                window_sizes=[0, 0], global_depths=[0, 0],
+                                noise_injection=True).to_json_file(folder / "discriminator.json")
+    images = folder / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    modes = ["RGB", "RGBA", "L", "P"]
+    for i in range(16):
+        pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).convert(modes[i % 4]).save(images / f"{i:02d}.png")
+    return folder
+
+
+def micro_args(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--generator_config", str(workspace / "generator.json"),
+        "--discriminator_config", str(workspace / "discriminator.json"),
+        "--train_data_dir", str(workspace / "images"), "--cache_dir", str(workspace / "cache"),
+        "--train_batch_size", "4", "--gen_batch_size", "4", "--n_critic", "2", "--gradient_accumulation_steps", "2",
+        "--random_flip", "--no-center_crop", "--num_sample_images", "4", "--report_to", "none",
+        "--logging_steps", "1", "--save_images_steps", "100", "--checkpointing_steps", "3",
+        "--output_dir", str(output_dir), *extra,
+    ]
+
+
+def run_in_process(argv: list[str], evaluation_hooks=()):
+    try:
+        return train.main(argv, evaluation_hooks=evaluation_hooks)
+    finally:  # a fresh Accelerator per run
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{a} and {b} differ in {name}"
+
+
+@pytest.fixture(scope="module")
+def reference_run(single_thread, workspace, tmp_path_factory) -> Path:
+    """6 uninterrupted steps; checkpoints at 3 and 6."""
+    output = tmp_path_factory.mktemp("reference")
+    run_in_process(micro_args(workspace, output, "--max_train_steps", "6"))
+    return output
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Presets and flags
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_presets_carry_the_official_recipes():
+    cifar, stl = TRAINING_PRESETS["cifar10"], TRAINING_PRESETS["stl10"]
+    celeba, church = TRAINING_PRESETS["celeba_hq_256"], TRAINING_PRESETS["church_256"]
+    assert (cifar.train_batch_size, cifar.gen_batch_size, cifar.n_critic, cifar.ema_warmup) == (64, 128, 4, 0.1)
+    assert (stl.train_batch_size, stl.gen_batch_size, stl.n_critic, stl.ema_warmup) == (32, 64, 5, 0.05)
+    assert stl.diffaug_policy == "translation,stl_erase_ratio,color"
+    assert (celeba.gradient_accumulation_steps, celeba.gen_gradient_accumulation_steps) == (4, 4)
+    assert celeba.ema_decay == 0.995
+    assert (church.train_batch_size, church.gen_gradient_accumulation_steps, church.ema_decay) == (16, 8, 0.995)
+    assert celeba.diffaug_policy == "filter,translation,erase_ratio,color,hue"
+    for recipe in (cifar, stl, celeba, church):
+        assert (recipe.loss, recipe.phi, recipe.learning_rate) == ("wgangp-eps", 1.0, 1e-4)
+        assert (recipe.adam_beta1, recipe.adam_beta2, recipe.max_grad_norm) == (0.0, 0.99, 5.0)
+    # 500 k loader iterations * n_critic ... = 500 k G updates at 32-48 px, 125 k with the 256-px accumulation of 4
+    assert (cifar.max_train_steps, stl.max_train_steps, celeba.max_train_steps) == (500_000, 500_000, 125_000)
+
+
+def test_preset_alone_gives_its_recipe_and_flags_override_it():
+    args = train.parse_args(["--preset", "stl10", "--train_data_dir", "x"])
+    assert (args.train_batch_size, args.gen_batch_size, args.n_critic, args.ema_kimg, args.ema_warmup) == (32, 64, 5,
+                                                                                                           500.0, 0.05)
+    assert args.diffaug_policy == "translation,stl_erase_ratio,color" and args.random_flip and args.center_crop
+    args = train.parse_args(["--preset", "stl10", "--n_critic", "2", "--loss", "hinge", "--no-random_flip"])
+    assert (args.n_critic, args.loss, args.random_flip) == (2, "hinge", False)
+    # a half-life given for a fixed-decay preset replaces the decay; an explicit decay wins over a half-life
+    assert train.parse_args(["--preset", "church_256", "--ema_kimg", "100"]).ema_decay is None
+    assert train.parse_args(["--preset", "cifar10", "--ema_decay", "0.999"]).ema_decay == 0.999
+    # kimg -> generator updates: 64 images * 4 critic iterations = 256 images per step
+    assert train.parse_args(["--preset", "cifar10", "--max_train_kimg", "1"]).max_train_steps == 4
+    with pytest.raises(CommandError, match="not both"):
+        train.parse_args(["--max_train_steps", "3", "--max_train_kimg", "1"])
+    with pytest.raises(CommandError, match="--n_critic must be >= 1"):
+        train.parse_args(["--n_critic", "0"])
+    assert train.parse_args([]).dataset_name == "mnist-5k"  # the embedded default
+    assert train.parse_args(["--preset", "cifar10", "--train_data_dir", "x"]).dataset_name is None
+
+
+def test_resolution_the_preset_cannot_produce_is_refused():
+    args = train.parse_args(["--resolution", "48"])
+    with pytest.raises(CommandError, match=r"--resolution 48 cannot be produced by the 'tiny' preset.*32x32"):
+        train.load_model_configs(args)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CountingHook:
+    every_steps = 2
+
+    def __init__(self) -> None:
+        self.steps = []
+
+    def __call__(self, context):
+        self.steps.append(context.step)
+        images = context.pipeline(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+        return {"mean_pixel": float(images.mean())}
+
+
+def test_short_run_writes_samples_logs_checkpoints_and_a_pipeline(workspace, tmp_path):
+    output = tmp_path / "run"
+    hook = CountingHook()
+    result = run_in_process(
+        micro_args(workspace, output, "--max_train_steps", "5", "--save_images_steps", "2",
+                   "--checkpointing_steps", "1", "--checkpoints_total_limit", "2", "--report_to", "tensorboard",
+                   "--seed", "7"),
+        evaluation_hooks=[hook],
+    )
+    assert (result.step, result.pipeline_dir) == (5, output / "pipeline")
+    assert hook.steps == [2, 4, 5]
+    assert sorted(p.name for p in (output / "samples").iterdir()) == ["step_000002.png", "step_000004.png",
+                                                                      "step_000005.png"]
+    assert Image.open(result.samples_image).size == (32, 32)  # 2x2 grid of 16-px samples
+    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-4", "checkpoint-5"]
+    checkpoint = output / "checkpoint-5"
+    for entry in ("generator", "generator_ema", "discriminator", "optimizer.bin", "training_state_0.pt"):
+        assert (checkpoint / entry).exists(), entry
+
+    pipeline_dir = result.pipeline_dir
+    for entry in ("model_index.json", "generator", "discriminator", "samples.png", "README.md"):
+        assert (pipeline_dir / entry).exists(), entry
+    assert_same_weights(pipeline_dir / "generator", checkpoint / "generator_ema")  # the pipeline holds the EMA
+    card = (pipeline_dir / "README.md").read_text()
+    assert re.search(r"accelerate launch \S*training/train.py --generator_config", card)
+    assert "| seed | 7 |" in card and "| steps (generator updates) | 5 |" in card and "samples.png" in card
+    pipe = TransGANPipeline.from_pretrained(pipeline_dir)
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (2, 16, 16, 3)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((output / "logs").rglob("events.out.tfevents*")).parent)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss/discriminator", "loss/generator", "loss/gradient_penalty", "progress/kimg", "speed/sec_per_kimg",
+            "ema/beta", "eval/mean_pixel"} <= scalars
+    assert "samples" in events.Tags()["images"]
+    kimg = [event.value for event in events.Scalars("progress/kimg")]
+    assert kimg[-1] == pytest.approx(5 * 2 * 2 * 4 / 1000)  # steps * n_critic * accumulation * batch
+
+
+@pytest.mark.parametrize("extra", [(), ("--official_d_grad_leak", "--n_critic", "1", "--gradient_accumulation_steps",
+                                        "1", "--gen_gradient_accumulation_steps", "2")],
+                         ids=["default", "official-leak"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(workspace, tmp_path, reference_run, extra):
+    if extra:  # the leak leaves D gradients pending across a checkpoint when n_critic * accumulation is 1
+        reference = tmp_path / "reference"
+        run_in_process(micro_args(workspace, reference, "--max_train_steps", "6", *extra))
+    else:
+        reference = reference_run
+    resumed = tmp_path / "resumed"
+    run_in_process(micro_args(workspace, resumed, "--max_train_steps", "3", *extra))
+    run_in_process(micro_args(workspace, resumed, "--max_train_steps", "6", "--resume_from_checkpoint", "latest",
+                              *extra))
+    for folder in ("generator", "generator_ema", "discriminator"):
+        assert_same_weights(reference / "checkpoint-6" / folder, resumed / "checkpoint-6" / folder)
+    state = torch.load(resumed / "checkpoint-6" / "training_state_0.pt", weights_only=True)
+    assert (state["step"], len(state["commands"])) == (6, 2)  # both launches recorded for the model card
+
+
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(workspace, tmp_path, reference_run):
+    output = tmp_path / "killed"
+    command = [sys.executable, str(TRAIN_SCRIPT), *micro_args(workspace, output, "--max_train_steps", "6")]
+    killed = subprocess.run(command, env={**SUBPROCESS_ENV, train.KILL_ENV: "6"}, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    partial = output / "checkpoint-6.tmp"
+    assert (partial / "generator").is_dir() and not (partial / "optimizer.bin").exists()  # killed mid-write
+    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-3"]  # `latest` ignores the .tmp
+
+    resumed = subprocess.run(command + ["--resume_from_checkpoint", "latest"], env=SUBPROCESS_ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert re.search(r"Resumed from .*checkpoint-3 at step 3", resumed.stderr)
+    assert not partial.exists()
+    for folder in ("generator", "generator_ema", "discriminator"):
+        assert_same_weights(reference_run / "checkpoint-6" / folder, output / "checkpoint-6" / folder)
+
+
+TWO_PROCESS_WRAPPER = """
+import hashlib, json, sys
+import torch
+sys.path.insert(0, {script_dir!r})
+import train
+
+
+def digest(model):
+    flat = torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()
+
+
+class WeightDigest:
+    every_steps = 2
+
+    def __call__(self, context):
+        rank = context.accelerator.process_index
+        digests = {{"world": context.accelerator.num_processes, "generator": digest(context.generator),
+                    "discriminator": digest(context.discriminator), "ema": digest(context.pipeline.generator)}}
+        with open({output!r} + f"/digest_rank{{rank}}_step{{context.step}}.json", "w") as handle:
+            json.dump(digests, handle)
+        return {{}}
+
+
+train.main(sys.argv[1:], evaluation_hooks=[WeightDigest()])
+"""
+
+
+def test_two_cpu_processes_train_in_step(workspace, tmp_path):
+    output = tmp_path / "ddp"
+    output.mkdir()
+    wrapper = tmp_path / "launch_two.py"
+    wrapper.write_text(TWO_PROCESS_WRAPPER.format(script_dir=str(TRAIN_SCRIPT.parent), output=str(output)))
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(wrapper),
+               *micro_args(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "2")]
+    finished = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=420)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    for step in (2, 4):
+        digests = [json.loads((output / f"digest_rank{rank}_step{step}.json").read_text()) for rank in (0, 1)]
+        assert digests[0]["world"] == 2
+        assert digests[0] == digests[1], f"ranks disagree at step {step}"
+    assert (output / "pipeline" / "generator" / "model.safetensors").is_file()
+    for rank in (0, 1):  # every process saved its own random states
+        assert (output / "checkpoint-4" / f"training_state_{rank}.pt").is_file()
+
+
+def test_push_to_hub_uploads_the_pipeline_folder(workspace, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    calls, network = [], {"up": True}
+
+    class Created:
+        repo_id = "someone/tiny-digits"
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        calls.append(("create", repo_id, private))
+        return Created()
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None, create_pr=False, ignore_patterns=None):
+        calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+        if not network["up"]:
+            raise OSError("no network")
+        return "https://huggingface.co/someone/tiny-digits/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    output = tmp_path / "push"
+    flags = ("--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "someone/tiny-digits")
+    run_in_process(micro_args(workspace, output, *flags))
+    assert calls[0] == ("create", "someone/tiny-digits", False)
+    assert calls[1][:2] == ("upload", "someone/tiny-digits") and "model_index.json" in calls[1][2]
+    assert "samples.png" in calls[1][2] and "checkpoint-1" not in calls[1][2]  # only the pipeline folder
+    assert "someone/tiny-digits" in (output / "pipeline" / "README.md").read_text()
+    assert "Pushed to https://huggingface.co/someone/tiny-digits" in capsys.readouterr().out
+    network["up"] = False
+    run_in_process(micro_args(workspace, tmp_path / "offline", *flags))  # a failed upload keeps the local pipeline
+    assert "uploading it to someone/tiny-digits failed: no network" in capsys.readouterr().err
+    assert (tmp_path / "offline" / "pipeline" / "model_index.json").is_file()
+
+
+def test_bf16_autocast_with_gradient_checkpointing_trains(workspace, tmp_path):
+    """Checkpointed blocks are recomputed in backward, also through the gradient penalty's double backward."""
+    output = tmp_path / "bf16"
+    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--mixed_precision", "bf16",
+                              "--gradient_checkpointing", "--checkpointing_steps", "2"))
+    for folder in ("generator", "discriminator"):
+        assert all(torch.isfinite(t).all() for t in weights(output / "checkpoint-2" / folder).values())
+    assert (output / "pipeline" / "model_index.json").is_file()
+
+
+def test_divergence_stops_with_the_step_and_network_and_keeps_the_last_good_checkpoint(workspace, tmp_path):
+    output = tmp_path / "diverge"
+    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    # phi 1e-30 makes the penalty weight 10/phi^2 overflow float32: the discriminator loss is infinite
+    with pytest.raises(train.NonFiniteError, match=r"discriminator loss became NaN/infinite at step 3\. The last "
+                                                   r"good checkpoint is .*checkpoint-2"):
+        run_in_process(micro_args(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "1",
+                                  "--phi", "1e-30", "--resume_from_checkpoint", "latest"))
+    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-2"]
+    assert_same_weights(output / "pipeline" / "generator", output / "checkpoint-2" / "generator_ema")  # not replaced
+
+
+def test_input_errors_are_clear(workspace, tmp_path):
+    with pytest.raises(CommandError, match="fewer than one discriminator batch"):
+        run_in_process(micro_args(workspace, tmp_path / "a", "--train_batch_size", "32", "--gen_batch_size", "32"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CommandError, match="No images found in --train_data_dir"):
+        run_in_process(micro_args(workspace, tmp_path / "b", "--train_data_dir", str(empty)))
+    with pytest.raises(CommandError, match="not a finished checkpoint folder"):
+        run_in_process(micro_args(workspace, tmp_path / "c", "--resume_from_checkpoint", "checkpoint-9"))
+
+
+def test_resume_refuses_settings_that_change_the_data_order(workspace, reference_run, tmp_path):
+    with pytest.raises(CommandError, match="--train_batch_size 4 -> 8"):
+        train.check_resume_settings(reference_run / "checkpoint-6",
+                                    {**json.loads((reference_run / "checkpoint-6" / train.ARGS_FILE).read_text()),
+                                     "train_batch_size": 8})
