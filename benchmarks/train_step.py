@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--gradient_checkpointing", action="store_true")
     args = parser.parse_args()
     if args.compile:
-        parser.error("--compile: training/train.py has no torch.compile option yet, so the training path cannot be "
-                     "benchmarked compiled; run without --compile")
+        parser.error("--compile is not supported by this benchmark yet (training/train.py --compile is); "
+                     "run without --compile")
     device = setup(args)
     train = load_training_script()
     with tempfile.TemporaryDirectory() as output_dir:

@@ -940,7 +940,7 @@ def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline
         "EMA": ema_text,
         "DiffAugment": args.diffaug_policy,
         "D gradients during G update": "official leak" if args.official_d_grad_leak else "frozen",
-        "precision": args.mixed_precision,
+        "precision": "fp32" if args.mixed_precision == "no" else f"{args.mixed_precision} autocast",
         "wall-clock": str(datetime.timedelta(seconds=round(state.train_seconds))),
         "hardware": describe_hardware(accelerator),
         "exact command": " ; then ".join(state.commands),
