@@ -311,6 +311,20 @@ def test_digit_classifier_is_cached_as_safetensors(tmp_path, monkeypatch):
         digits.load_digit_classifier()
 
 
+def test_digit_probabilities_trains_the_classifier_on_first_use(tmp_path, monkeypatch):
+    """`digit_probabilities` runs under no_grad; the first-use training inside it must still get gradients."""
+    from transgan_hf.metrics import digits
+
+    train = digits.train_digit_classifier
+    images, labels = torch.rand(600, 3, 32, 32) * 2 - 1, torch.arange(600) % 10
+    monkeypatch.setenv(digits.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(digits, "train_digit_classifier",
+                        lambda: train(epochs=1, num_train=64, data=(images, labels)))
+    probabilities = digits.digit_probabilities(torch.rand(4, 3, 32, 32))
+    assert probabilities.shape == (4, 10) and torch.allclose(probabilities.sum(1), torch.ones(4))
+    assert digits.digit_classifier_path().is_file()
+
+
 @pytest.mark.slow
 def test_digit_classifier_recognises_held_out_digits(tmp_path, monkeypatch):
     from transgan_hf.metrics import digits

@@ -274,6 +274,11 @@ class WeightDigest:
         return {{}}
 
 
+sys.path.insert(0, {tests_dir!r})
+from test_metrics import StandInFeatures
+from transgan_hf.metrics import register_feature_extractor
+
+register_feature_extractor("standin", lambda weights_path=None: StandInFeatures())
 train.main(sys.argv[1:], evaluation_hooks=[WeightDigest()])
 """
 
@@ -282,10 +287,11 @@ def test_two_cpu_processes_train_in_step(workspace, tmp_path):
     output = tmp_path / "ddp"
     output.mkdir()
     wrapper = tmp_path / "launch_two.py"
-    wrapper.write_text(TWO_PROCESS_WRAPPER.format(script_dir=str(TRAIN_SCRIPT.parent), output=str(output)))
+    wrapper.write_text(TWO_PROCESS_WRAPPER.format(script_dir=str(TRAIN_SCRIPT.parent), output=str(output),
+                                                  tests_dir=str(ROOT / "tests")))
     command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", str(wrapper),
-               *micro_args(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "2")]
+               *micro_args(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "2", *EVAL_FLAGS)]
     finished = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=420)
     assert finished.returncode == 0, finished.stderr[-3000:]
     for step in (2, 4):
@@ -295,6 +301,11 @@ def test_two_cpu_processes_train_in_step(workspace, tmp_path):
     assert (output / "pipeline" / "generator" / "model.safetensors").is_file()
     for rank in (0, 1):  # every process saved its own random states
         assert (output / "checkpoint-4" / f"training_state_{rank}.pt").is_file()
+    # --eval_steps: both ranks generated their share; rank 0 logged the value one process computes alone.
+    evaluations = [row for row in read_log(output) if "eval/fid" in row]
+    assert [row["step"] for row in evaluations] == [2, 4]
+    independent = evaluate_saved_pipeline(output / "pipeline", workspace / "images", num_images=10, seed=0)
+    assert evaluations[-1]["eval/fid"] == pytest.approx(independent["fid"], rel=1e-5)
 
 
 def test_push_to_hub_uploads_the_pipeline_folder(workspace, tmp_path, monkeypatch, capsys):
@@ -351,6 +362,93 @@ def test_divergence_stops_with_the_step_and_network_and_keeps_the_last_good_chec
                                   "--phi", "1e-30", "--resume_from_checkpoint", "latest"))
     assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-2"]
     assert_same_weights(output / "pipeline" / "generator", output / "checkpoint-2" / "generator_ema")  # not replaced
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --eval_steps: metrics of the EMA generator during training
+# ---------------------------------------------------------------------------------------------------------------------
+
+EVAL_FLAGS = ("--eval_steps", "2", "--eval_num_images", "10", "--eval_batch_size", "4",
+              "--eval_feature_extractor", "standin", "--eval_metrics", "fid,is")
+
+
+def standin_features(weights_path=None):
+    from test_metrics import StandInFeatures
+
+    return StandInFeatures()
+
+
+def evaluate_saved_pipeline(pipeline_dir: Path, image_folder: Path, num_images: int, seed: int) -> dict:
+    """The same evaluation outside training: the saved EMA pipeline against statistics of the training images."""
+    from transgan_hf.commands.stats import reference_batches
+    from transgan_hf.data import load_image_dataset
+    from transgan_hf.metrics import compute_reference_statistics, evaluate_generator
+
+    extractor = standin_features()
+    dataset = load_image_dataset(None, str(image_folder))
+    reference = compute_reference_statistics(reference_batches(dataset, "image", len(dataset), 4, 16), extractor)
+    pipe = TransGANPipeline.from_pretrained(pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate_generator(
+        lambda generators: pipe(batch_size=len(generators), generator=generators, output_type="pt").images,
+        num_images, extractor, reference, batch_size=3, seed=seed, metrics=("fid", "is"), progress=False,
+    )
+    return result["metrics"]
+
+
+def read_log(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / train.TrainingLog.FILE).read_text().splitlines()]
+
+
+def test_eval_steps_logs_metrics_of_the_ema_generator_and_writes_them_into_the_card(workspace, tmp_path,
+                                                                                      monkeypatch):
+    from transgan_hf.metrics import register_feature_extractor
+
+    register_feature_extractor("standin", standin_features)
+    output = tmp_path / "run"
+    run_in_process(micro_args(workspace, output, "--max_train_steps", "5", "--seed", "3", *EVAL_FLAGS))
+    rows = read_log(output)
+    evaluations = [row for row in rows if "eval/fid" in row]
+    assert [row["step"] for row in evaluations] == [2, 4, 5]
+    assert [row["step"] for row in rows if "loss/generator" in row] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(row["eval/fid"]) and row["eval/fid"] > 0 for row in evaluations)
+    assert len({row["eval/fid"] for row in evaluations}) == 3  # the generator changes, the evaluation seed does not
+
+    # The logged value is the one an independent evaluation of the exported EMA pipeline gives (seed = --seed).
+    independent = evaluate_saved_pipeline(output / "pipeline", workspace / "images", num_images=10, seed=3)
+    assert evaluations[-1]["eval/fid"] == pytest.approx(independent["fid"], rel=1e-5)
+    assert evaluations[-1]["eval/is"] == pytest.approx(independent["is"], rel=1e-5)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(output / "pipeline" / "README.md")
+    values = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert values == pytest.approx({"fid": evaluations[-1]["eval/fid"], "is": evaluations[-1]["eval/is"]})
+    assert "test stand-in network" in card.text
+
+    # Resuming drops the log rows the interrupted run wrote after the checkpoint (step 3).
+    run_in_process(micro_args(workspace, output, "--max_train_steps", "5", "--seed", "3",
+                              "--resume_from_checkpoint", str(output / "checkpoint-3"), *EVAL_FLAGS))
+    resumed = read_log(output)
+    assert [row["step"] for row in resumed if "loss/generator" in row] == [1, 2, 3, 4, 5]
+    assert [row["eval/fid"] for row in resumed if "eval/fid" in row] == pytest.approx(
+        [row["eval/fid"] for row in evaluations], rel=1e-6)
+
+
+def test_eval_flag_errors_stop_before_training(workspace, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRANSGAN_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cases = [
+        (("--eval_steps", "2", "--eval_reference", str(tmp_path / "missing.npz")), "is not a file"),
+        (("--eval_steps", "2", "--eval_metrics", "fid,sharpness"), "unknown \\['sharpness'\\]"),
+        (("--eval_steps", "2", "--eval_num_images", "1"), "must be >= 2"),
+        (("--eval_steps", "2", "--eval_metrics", "kid", "--eval_num_images", "500"), "subsets of 1000"),
+        (("--eval_steps", "2"), "pt_inception-2015-12-05"),  # default Inception network: weights missing
+    ]
+    for extra, message in cases:
+        output = tmp_path / "run"
+        with pytest.raises(CommandError, match=message):
+            run_in_process(micro_args(workspace, output, "--max_train_steps", "2", *extra))
+        assert not list(output.glob("checkpoint-*")) and not (output / "pipeline").exists()
 
 
 def test_input_errors_are_clear(workspace, tmp_path):

@@ -87,10 +87,13 @@ from transgan_hf import (
 )
 from transgan_hf.augment import DiffAugment
 from transgan_hf.cli import CommandError
+from transgan_hf.commands.evaluate import model_card_entries
 from transgan_hf.data import (
+    MNIST_5K,
     CorruptImageError,
     DatasetError,
     collate_pixel_values,
+    find_image_column,
     load_image_dataset,
     prepare_training_dataset,
 )
@@ -102,6 +105,14 @@ from transgan_hf.losses import (
     gradient_penalty,
     gradient_penalty_weight,
     uses_gradient_penalty,
+)
+from transgan_hf.metrics import (
+    METRICS,
+    ReferenceStatistics,
+    build_feature_extractor,
+    compute_reference_statistics,
+    evaluate_generator,
+    load_statistics,
 )
 from transgan_hf.pipeline_transgan import create_hub_repo, upload_pipeline_folder
 from transgan_hf.training_presets import TRAINING_PRESETS, get_training_recipe, recipe_fields
@@ -175,6 +186,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--official_d_grad_leak", action="store_true",
                         help="keep D trainable during the G update, as the official code (see the docstring)")
 
+    evaluation = parser.add_argument_group("evaluation of the EMA generator during training")
+    evaluation.add_argument("--eval_steps", type=int,
+                            help="evaluate every N steps and after the last one (default: never)")
+    evaluation.add_argument("--eval_num_images", type=int, default=10_000,
+                            help="generated images per evaluation, shared by all processes (default: 10000)")
+    evaluation.add_argument("--eval_reference", default="train", metavar="STATS.npz|train",
+                            help="reference statistics (`transgan stats`, or the official fid_stat files), or 'train' "
+                                 "to compute them from the training images at start-up (default: train)")
+    evaluation.add_argument("--eval_feature_extractor",
+                            help="inception (TTUR FID), digits (MNIST classifier: fdd_mnist, ...), or "
+                                 "package.module:factory (default: digits on mnist-5k, else inception)")
+    evaluation.add_argument("--eval_inception_weights", metavar="PATH",
+                            help="FID Inception weights (default: $TRANSGAN_INCEPTION_WEIGHTS, torch hub cache)")
+    evaluation.add_argument("--eval_metrics",
+                            help="comma-separated fid, kid, is, confidence (default: fid,kid,confidence with the "
+                                 "digit network, fid with Inception)")
+    evaluation.add_argument("--eval_batch_size", type=int, default=64, help="images per generator call (default: 64)")
+
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", help="default: runs/transgan-<preset>")
     run.add_argument("--seed", type=int, default=0)
@@ -230,12 +259,38 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
         raise CommandError("--checkpoints_total_limit must be >= 1.")
     if math.isqrt(args.num_sample_images) ** 2 != args.num_sample_images:
         raise CommandError(f"--num_sample_images must be a square (16, 36, 64, ...), got {args.num_sample_images}.")
+    resolve_evaluation_args(args)
     if args.push_to_hub and not args.hub_model_id:
         raise CommandError("--push_to_hub needs --hub_model_id org/name.")
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", f"transgan-{args.preset}")
     args.report_to = None if args.report_to in ("none", "") else args.report_to
     return args
+
+
+def resolve_evaluation_args(args: argparse.Namespace) -> None:
+    """Defaults and checks of the --eval_* flags (the feature network itself is loaded at start-up)."""
+    if args.eval_feature_extractor is None:
+        args.eval_feature_extractor = "digits" if args.dataset_name == MNIST_5K else "inception"
+    if args.eval_metrics is None:
+        args.eval_metrics = "fid,kid,confidence" if args.eval_feature_extractor == "digits" else "fid"
+    args.eval_metrics = [name.strip() for name in args.eval_metrics.split(",") if name.strip()]
+    if args.eval_steps is None:
+        return
+    unknown = sorted(set(args.eval_metrics) - set(METRICS))
+    if not args.eval_metrics or unknown:
+        raise CommandError(f"--eval_metrics: unknown {unknown or 'empty list'}; choose from {', '.join(METRICS)}.")
+    for name in ("eval_steps", "eval_batch_size"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.eval_num_images < 2:
+        raise CommandError(f"--eval_num_images must be >= 2, got {args.eval_num_images}.")
+    if args.eval_reference != "train" and not os.path.isfile(args.eval_reference):
+        raise CommandError(f"--eval_reference {args.eval_reference!r} is not a file; give an .npz from "
+                           "`transgan stats`, or 'train' to use the training images.")
+    if "kid" in args.eval_metrics and args.eval_num_images < 1000:
+        raise CommandError("KID uses subsets of 1000 images; raise --eval_num_images to >= 1000 or drop kid from "
+                           "--eval_metrics.")
 
 
 def load_model_configs(args: argparse.Namespace) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
@@ -462,6 +517,101 @@ class EvaluationHook(Protocol):
     every_steps: int
 
     def __call__(self, context: EvaluationContext) -> Mapping[str, float]: ...
+
+
+class MetricEvaluation:
+    """The `--eval_steps` hook: FID/KID/IS (or, on MNIST-5k, the digit-classifier metrics) of the EMA generator.
+
+    Every process generates its share of `--eval_num_images` images and extracts their features; the features are
+    gathered and the main process computes the metrics (`transgan_hf.metrics.evaluate_generator`, which never leaves
+    a process waiting). Image `i` is drawn from seed `SeedSequence([--seed, i])` at every evaluation, so the numbers
+    over training differ only because the generator does. The feature network and the reference statistics are
+    loaded when the hook is built, so a missing weights file stops the run before training starts.
+    """
+
+    def __init__(self, args: argparse.Namespace, accelerator: Accelerator) -> None:
+        self.every_steps = args.eval_steps
+        self.args = args
+        try:
+            self.feature_extractor = build_feature_extractor(
+                args.eval_feature_extractor, device=accelerator.device,
+                weights_path=args.eval_inception_weights if args.eval_feature_extractor == "inception" else None,
+            )  # fmt: skip
+        except (OSError, ValueError, ImportError) as error:
+            raise CommandError(f"--eval_feature_extractor {args.eval_feature_extractor!r}: {error}") from None
+        self.reference: ReferenceStatistics | None = None
+        if accelerator.is_main_process and {"fid", "kid"} & set(args.eval_metrics):
+            self.reference = self._load_reference(needs_features="kid" in args.eval_metrics)
+        self.latest: dict[str, Any] | None = None
+
+    def _load_reference(self, needs_features: bool) -> ReferenceStatistics:
+        args = self.args
+        if args.eval_reference != "train":
+            try:
+                reference = load_statistics(args.eval_reference)
+            except (OSError, ValueError) as error:
+                raise CommandError(f"--eval_reference: {error}") from None
+            if needs_features and reference.features is None:
+                raise CommandError(f"KID needs reference features, but {args.eval_reference!r} has only mu/sigma; "
+                                   "make it with `transgan stats ... --save_features` or drop kid from --eval_metrics.")
+            return reference
+        from transgan_hf.commands.stats import reference_batches
+
+        try:
+            dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name,
+                                         cache_dir=args.cache_dir)
+            column = find_image_column(dataset, args.image_column)
+            batches = reference_batches(dataset, column, len(dataset), args.eval_batch_size, args.resolution)
+            return compute_reference_statistics(batches, self.feature_extractor, keep_features=needs_features)
+        except (DatasetError, CorruptImageError, ValueError) as error:
+            raise CommandError(f"Cannot compute the evaluation reference from the training images: {error}") from None
+
+    def __call__(self, context: EvaluationContext) -> dict[str, float]:
+        args, started = self.args, time.perf_counter()
+        ema_generator = context.pipeline.generator
+        pipeline = TransGANPipeline(generator=ema_generator)
+        pipeline.set_progress_bar_config(disable=True)
+
+        def generate(generators: list[torch.Generator]) -> torch.Tensor:
+            return pipeline(batch_size=len(generators), generator=generators, output_type="pt").images
+
+        result = evaluate_generator(
+            generate, args.eval_num_images, self.feature_extractor, self.reference, accelerator=context.accelerator,
+            batch_size=args.eval_batch_size, seed=args.seed, metrics=args.eval_metrics, progress=False,
+        )  # fmt: skip
+        self.latest = {
+            "step": context.step, "kimg": round(context.kimg, 3), "metrics": result["metrics"],
+            "protocol": result["protocol"], "feature_extractor": result["feature_extractor"],
+            "num_images": result["num_images"], "seed": result["seed"], "reference": args.eval_reference,
+            "seconds": round(time.perf_counter() - started, 2),
+        }  # fmt: skip
+        if context.accelerator.is_main_process:
+            summary = ", ".join(f"{name} {value:.4g}" for name, value in result["metrics"].items())
+            logger.info(f"Evaluation at step {context.step} ({context.kimg:.1f} kimg): {summary}")
+        return result["metrics"]
+
+
+class TrainingLog:
+    """`training_log.jsonl` in the output folder: one JSON object per logged step (losses, speed, evaluations).
+
+    What the trackers get, in a form scripts can read without TensorBoard (`scripts/demo_report.py` plots it). On
+    resume, rows after the checkpoint's step (written by the interrupted run) are dropped, so each step appears once
+    per kind of row.
+    """
+
+    FILE = "training_log.jsonl"
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path, resumed_step: int) -> None:
+        self.path = output_dir / self.FILE if accelerator.is_main_process else None
+        if self.path is not None and self.path.is_file():
+            rows = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resumed_step]
+            self.path.write_text("".join(row + "\n" for row in rows))
+
+    def write(self, step: int, values: Mapping[str, Any]) -> None:
+        if self.path is not None:
+            with self.path.open("a") as file:
+                file.write(json.dumps({"step": step, **values}) + "\n")
 
 
 class NonFiniteMonitor:
@@ -785,6 +935,7 @@ def build_models(args: argparse.Namespace, generator_config: TransGANGeneratorCo
 
 
 def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[EvaluationHook] = ()) -> TrainingResult:
+    """Train; `evaluation_hooks` run besides the `--eval_steps` evaluation (e.g. custom metrics in tests)."""
     args = parse_args(argv)
     generator_config, discriminator_config = load_model_configs(args)
     output_dir = Path(args.output_dir)
@@ -807,6 +958,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             logger.warning(f"Removing {stale}, an unfinished checkpoint of an interrupted run.")
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
+    metric_evaluation = MetricEvaluation(args, accelerator) if args.eval_steps else None  # fails early
 
     generator, discriminator, ema = build_models(args, generator_config, discriminator_config, accelerator.device)
     adam = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
@@ -831,6 +983,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             logger.info(f"Resumed from {last_checkpoint} at step {state.step} "
                         f"({state.kimg(args.train_batch_size):.1f} kimg).")
     state.commands.append(launch_command(args, accelerator.num_processes))
+    training_log = TrainingLog(accelerator, output_dir, state.step)
+    evaluation_hooks = [*evaluation_hooks, *([metric_evaluation] if metric_evaluation else [])]
 
     if accelerator.is_main_process:
         accelerator.init_trackers("transgan", config={k: v for k, v in run_settings(args, accelerator).items()
@@ -851,8 +1005,9 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             if final or step % hook.every_steps == 0:
                 context = EvaluationContext(accelerator, pipeline, generator, discriminator, step,
                                             state.kimg(args.train_batch_size), args)
-                results = hook(context)
-                accelerator.log({f"eval/{name}": value for name, value in results.items()}, step=step)
+                results = {f"eval/{name}": value for name, value in hook(context).items()}
+                accelerator.log(results, step=step)
+                training_log.write(step, {"progress/kimg": context.kimg, **results})
 
     progress = tqdm(total=args.max_train_steps, initial=state.step, desc="steps", unit="step",
                     disable=not accelerator.is_local_main_process, dynamic_ncols=True)
@@ -883,6 +1038,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             logs.update({"progress/kimg": kimg, "ema/beta": beta, "lr": args.learning_rate,
                          "speed/sec_per_kimg": seconds / max(kimg - interval_kimg, 1e-9)})
             accelerator.log(logs, step=step)
+            training_log.write(step, logs)
             progress.set_postfix(kimg=f"{kimg:.1f}", d_loss=f"{logs['loss/discriminator']:.3f}",
                                  g_loss=f"{logs['loss/generator']:.3f}",
                                  sec_per_kimg=f"{logs['speed/sec_per_kimg']:.1f}", refresh=False)
@@ -903,7 +1059,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     if not final_samples_written:  # resumed from a checkpoint of the last step: nothing was trained
         samples_image = write_samples(state.step)
     if accelerator.is_main_process:
-        export_pipeline(args, accelerator, pipeline, pipeline_dir, samples_image, state)
+        export_pipeline(args, accelerator, pipeline, pipeline_dir, samples_image, state,
+                        metric_evaluation.latest if metric_evaluation else None)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     kimg = state.kimg(args.train_batch_size)
@@ -917,8 +1074,10 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
 
 
 def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline: TransGANPipeline,
-                    pipeline_dir: Path, samples_image: Path | None, state: TrainingState) -> None:
-    """Save the EMA pipeline with its model card (and push it with --push_to_hub)."""
+                    pipeline_dir: Path, samples_image: Path | None, state: TrainingState,
+                    evaluation: Mapping[str, Any] | None = None) -> None:
+    """Save the EMA pipeline with its model card (and push it with --push_to_hub); `evaluation` is the last
+    `--eval_steps` result, written into the card's metrics."""
     card_samples = None
     if samples_image is not None:
         pipeline_dir.mkdir(parents=True, exist_ok=True)
@@ -950,6 +1109,12 @@ def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline
     datasets = [hub_dataset] if hub_dataset and not os.path.exists(hub_dataset) else []
     card_kwargs = {"license": args.license, "datasets": datasets, "training": training,
                    "samples_image": card_samples}
+    if evaluation is not None and evaluation["step"] == state.step:
+        report = {**evaluation, "weights": {"kind": "ema"}}
+        reference = "training images" if args.eval_reference == "train" else f"reference {args.eval_reference}"
+        report["protocol"] += f"; {reference}"
+        card_kwargs["metrics"] = model_card_entries(report, hub_dataset or "custom",
+                                                    "train" if args.eval_reference == "train" else None)
     if args.hub_model_id:
         card_kwargs["repo_id"] = args.hub_model_id
     pipeline.save_pretrained(pipeline_dir, model_card_kwargs=card_kwargs)

@@ -123,16 +123,17 @@ def train_digit_classifier(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model.train()
-        for _ in range(epochs):
-            order = train[torch.randperm(len(train), generator=generator)]
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                _, logits = model(_random_shift(images[batch], generator))
-                loss = F.cross_entropy(logits, labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        with torch.enable_grad():  # callers may be under no_grad (e.g. `digit_probabilities` on first use)
+            model.train()
+            for _ in range(epochs):
+                order = train[torch.randperm(len(train), generator=generator)]
+                for start in range(0, len(order), batch_size):
+                    batch = order[start : start + batch_size]
+                    _, logits = model(_random_shift(images[batch], generator))
+                    loss = F.cross_entropy(logits, labels[batch])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
         model.eval()
         with torch.no_grad():
             _, logits = model(images[held_out])
