@@ -38,7 +38,7 @@ def main() -> None:
     pipe = TransGANPipeline(generator=generator, discriminator=discriminator).to(device)
     pipe.set_progress_bar_config(disable=True)
     if args.compile:
-        pipe.generator.forward = torch.compile(pipe.generator.forward)
+        pipe.generator.compile()  # in place, as training/train.py --compile does
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     seed = torch.Generator(device=device).manual_seed(0)

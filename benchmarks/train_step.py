@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Speed of one discriminator step (with gradient penalty) and one generator step (with the EMA update), using the
-training script's own `GANTrainer` (the same code path as `accelerate launch training/train.py`).
+training script's own `build_models` and `GANTrainer` (the same code path as `accelerate launch training/train.py`,
+including `--compile` and `--gradient_checkpointing`).
 
     python benchmarks/train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16
 
@@ -22,9 +23,6 @@ import torch
 from accelerate import Accelerator
 from harness import add_common_arguments, median_seconds, peak_memory_mb, report, setup
 
-from transgan_hf import TransGANDiscriminator, TransGANGenerator
-from transgan_hf.ema import ExponentialMovingAverage, ema_beta
-
 
 def load_training_script():
     path = Path(__file__).resolve().parents[1] / "training" / "train.py"
@@ -42,26 +40,18 @@ def main() -> None:
     parser.add_argument("--gen_batch_size", type=int, default=16, help="generator batch")
     parser.add_argument("--gradient_checkpointing", action="store_true")
     args = parser.parse_args()
-    if args.compile:
-        parser.error("--compile is not supported by this benchmark yet (training/train.py --compile is); "
-                     "run without --compile")
     device = setup(args)
     train = load_training_script()
     with tempfile.TemporaryDirectory() as output_dir:
         flags = ["--preset", args.preset, "--train_batch_size", str(args.batch_size), "--gen_batch_size",
                  str(args.gen_batch_size), "--mixed_precision", args.mixed_precision, "--report_to", "none",
                  "--output_dir", output_dir]
-        if args.gradient_checkpointing:
-            flags.append("--gradient_checkpointing")
+        flags += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
+        flags += ["--compile"] if args.compile else []
         train_args = train.parse_args(flags)
         g_config, d_config = train.load_model_configs(train_args)
         accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
-        generator, discriminator = TransGANGenerator(g_config), TransGANDiscriminator(d_config)
-        if args.gradient_checkpointing:
-            for model in (generator, discriminator):
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        ema = ExponentialMovingAverage(generator)
-        ema.model.to(accelerator.device)
+        generator, discriminator, ema = train.build_models(train_args, g_config, d_config, accelerator.device)
         adam = dict(lr=train_args.learning_rate, betas=(train_args.adam_beta1, train_args.adam_beta2))
         g_opt = torch.optim.Adam(generator.parameters(), **adam)
         d_opt = torch.optim.Adam(discriminator.parameters(), **adam)
@@ -74,9 +64,7 @@ def main() -> None:
 
         def g_step() -> None:
             trainer.generator_update(step=0)
-            beta = ema_beta(10**6, train_args.train_batch_size, train_args.ema_kimg, train_args.ema_warmup,
-                            train_args.ema_decay)
-            ema.update(generator, beta)
+            trainer.update_ema(cur_nimg=10**6)
 
         d_seconds = median_seconds(d_step, device, args.steps, args.warmup)
         g_seconds = median_seconds(g_step, device, args.steps, args.warmup)

@@ -65,7 +65,7 @@ CONCURRENCY_LIMIT = env_positive_int("TRANSGAN_CONCURRENCY", 2)
 QUEUE_MAX_SIZE = env_positive_int("TRANSGAN_QUEUE_SIZE", 32)
 MAX_CACHED_MODELS = env_positive_int("TRANSGAN_CACHED_MODELS", 2)
 
-DEMO_MODEL_DIR = Path(transgan_hf.__file__).resolve().parent / "demo"
+DEMO_MODEL_DIR = Path(transgan_hf.DEMO_MODEL_PATH)
 PAPER_URL = "https://arxiv.org/abs/2102.07074"
 HUB_URL = "https://huggingface.co"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

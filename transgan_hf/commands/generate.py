@@ -19,6 +19,7 @@ MAX_SEEDS = 1_000_000
 
 EXAMPLES = """\
 examples:
+  transgan generate --seeds 0-63 --grid grid.png --outdir digits      # the bundled MNIST demo model
   transgan generate --model org/transgan-stl10 --seeds 0-15 --outdir out
   transgan generate --model ./my-pipeline --seeds 0-63,100 --truncation 0.7 --grid grid.png --outdir out
   transgan generate --model org/transgan-stl10 --seeds 0-7 --num_candidates 4 --device cuda --outdir best
@@ -37,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="ORG/NAME_OR_DIR",
-                        help="Hub repo id or local folder of a TransGANPipeline")
+    parser.add_argument("--model", metavar="ORG/NAME_OR_DIR",
+                        help="Hub repo id or local folder of a TransGANPipeline (default: the bundled MNIST demo "
+                             "model, transgan_hf.DEMO_MODEL_PATH)")
     parser.add_argument("--seeds", required=True, help="seeds: numbers and inclusive ranges, e.g. 0-15,20")
     parser.add_argument("--outdir", required=True, help="output folder (created if needed)")
     parser.add_argument("--truncation", type=float, default=None, metavar="T",
@@ -70,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         if grid_path.suffix.lower() not in Image.registered_extensions():
             raise CommandError(f"--grid {args.grid!r} needs an image file extension such as .png or .jpg.")
 
+    if args.model is None:
+        from .. import DEMO_MODEL_PATH
+
+        args.model = DEMO_MODEL_PATH
     try:
         pipeline = TransGANPipeline.from_pretrained(args.model).to(device)
     except (OSError, ValueError) as error:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The CPU benchmark table of benchmarks/README.md: CIFAR-10 preset, official batch sizes (D 8, G 16, sampling 64),
+# fp32 and bf16 autocast. Run it alone on an otherwise idle machine (other programs on the two cores make OpenMP
+# kernels many times slower). Prints one JSON line per configuration (the scripts' last line, tagged).
+set -euo pipefail
+cd "$(dirname "$0")"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # as training/train.py sets it
+steps="${STEPS:-5}"
+warmup="${WARMUP:-2}"
+
+run() {  # name, script, flags...
+    local name="$1" script="$2"
+    shift 2
+    local result
+    result="$(python "$script" "$@" | tail -n 1)"
+    echo "{\"config\": \"$name\", \"command\": \"python benchmarks/$script $*\", \"result\": $result}"
+}
+
+run "train fp32" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --steps "$steps" --warmup "$warmup"
+run "train bf16" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16 \
+    --steps "$steps" --warmup "$warmup"
+run "sample fp32" sample.py --preset cifar10 --batch_size 64 --steps "$steps" --warmup 1
+run "sample bf16" sample.py --preset cifar10 --batch_size 64 --mixed_precision bf16 --steps "$steps" --warmup 1
+
+# Memory of the 256-px presets per image (forward + backward of one D step and one G step), with and without
+# gradient checkpointing: peak RSS at batch 1 and batch 2; the difference is the memory of one more image.
+if [[ "${MEMORY:-0}" == "1" ]]; then
+    for preset in celeba_hq_256 church_256; do
+        for checkpointing in "" "--gradient_checkpointing"; do
+            for batch in 1 2; do
+                run "$preset batch $batch ${checkpointing:-no-checkpointing}" train_step.py --preset "$preset" \
+                    --batch_size "$batch" --gen_batch_size "$batch" --mixed_precision bf16 $checkpointing \
+                    --steps 1 --warmup 0
+            done
+        done
+    done
+fi
