@@ -158,6 +158,7 @@ def test_help_reads_well(capsys):
     for phrase in ("--model ORG/NAME_OR_DIR", "--seeds", "--truncation T", "--num_candidates K", "--grid PATH",
                    "--device", "--batch_size", "examples:", "HF_HUB_OFFLINE"):
         assert phrase in text
+    assert "default: the bundled MNIST demo model" in " ".join(text.split())  # --model is optional
     with pytest.raises(SystemExit):
-        main(["generate", "--seeds", "0", "--outdir", "x"])  # --model is required
-    assert "the following arguments are required: --model" in capsys.readouterr().err
+        main(["generate", "--seeds", "0"])  # --outdir is required
+    assert "the following arguments are required: --outdir" in capsys.readouterr().err

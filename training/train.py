@@ -659,7 +659,9 @@ def describe_hardware(accelerator: Accelerator) -> str:
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return f"{os.cpu_count()}-core {cpu}, {count} process{'es' if count > 1 else ''}, torch {torch.__version__}"
+    threads = torch.get_num_threads()  # `accelerate launch` sets OMP_NUM_THREADS=1 unless it is set
+    return (f"{os.cpu_count()}-core {cpu}, {count} process{'es' if count > 1 else ''} x {threads} "
+            f"thread{'s' if threads > 1 else ''}, torch {torch.__version__}")
 
 
 def launch_command(args: argparse.Namespace, num_processes: int) -> str:
