@@ -251,8 +251,10 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(worksp
 
 
 TWO_PROCESS_WRAPPER = """
-import hashlib, json, sys
+import faulthandler, hashlib, json, sys
 import torch
+
+faulthandler.dump_traceback_later(180, exit=True)  # a stuck rank prints where it waits and exits (normally ~20 s)
 sys.path.insert(0, {script_dir!r})
 import train
 

@@ -1065,6 +1065,10 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
                         metric_evaluation.latest if metric_evaluation else None)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave the process group together: a rank exiting while another still tears gloo down can hang the latter.
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     kimg = state.kimg(args.train_batch_size)
     if accelerator.is_main_process:
         minutes = state.train_seconds / 60
