@@ -124,7 +124,7 @@ def test_model_card_states_the_figures_of_the_training_log():
 
 @pytest.mark.slow
 def test_rerunning_the_first_steps_of_the_recorded_command_reproduces_the_logged_losses(tmp_path, monkeypatch):
-    from test_training import load_train_module, run_in_process  # noqa: F401 (same script loader and state reset)
+    from test_training import run_in_process  # the training script, run in-process with its state reset
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     command = card_training_table(ModelCard.load(DEMO / "README.md"))["exact command"].split(" ; then ")[0]

@@ -585,9 +585,8 @@ class MetricEvaluation:
             "num_images": result["num_images"], "seed": result["seed"], "reference": args.eval_reference,
             "seconds": round(time.perf_counter() - started, 2),
         }  # fmt: skip
-        if context.accelerator.is_main_process:
-            summary = ", ".join(f"{name} {value:.4g}" for name, value in result["metrics"].items())
-            logger.info(f"Evaluation at step {context.step} ({context.kimg:.1f} kimg): {summary}")
+        summary = ", ".join(f"{name} {value:.4g}" for name, value in result["metrics"].items())
+        logger.info(f"Evaluation at step {context.step} ({context.kimg:.1f} kimg): {summary}")  # main process only
         return result["metrics"]
 
 
