@@ -52,9 +52,7 @@ def main() -> None:
         g_config, d_config = train.load_model_configs(train_args)
         accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
         generator, discriminator, ema = train.build_models(train_args, g_config, d_config, accelerator.device)
-        adam = dict(lr=train_args.learning_rate, betas=(train_args.adam_beta1, train_args.adam_beta2))
-        g_opt = torch.optim.Adam(generator.parameters(), **adam)
-        d_opt = torch.optim.Adam(discriminator.parameters(), **adam)
+        g_opt, d_opt = train.build_optimizers(train_args, generator, discriminator)
         generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)
         trainer = train.GANTrainer(accelerator, train_args, generator, discriminator, g_opt, d_opt, ema)
         real = torch.rand((args.batch_size, 3, g_config.image_size, g_config.image_size), device=device) * 2 - 1

@@ -176,6 +176,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--adam_beta1", type=float)
     recipe.add_argument("--adam_beta2", type=float)
     recipe.add_argument("--adam_epsilon", type=float)
+    recipe.add_argument("--fused_adam", action=argparse.BooleanOptionalAction, default=None,
+                        help="Adam's single-kernel update (CPU and GPU; not bitwise equal to the per-tensor loop)")
     recipe.add_argument("--max_grad_norm", type=float, help="gradient-norm clipping of both networks")
     recipe.add_argument("--ema_kimg", type=float, help="EMA half-life in thousands of discriminator images")
     recipe.add_argument("--ema_warmup", type=float, help="EMA warm-up ratio (0 = none)")
@@ -935,6 +937,13 @@ def build_models(args: argparse.Namespace, generator_config: TransGANGeneratorCo
     return generator, discriminator, ema
 
 
+def build_optimizers(args: argparse.Namespace, generator: torch.nn.Module, discriminator: torch.nn.Module):
+    """Adam for each network; `--fused_adam` (official presets) updates all tensors in one kernel."""
+    adam = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                fused=args.fused_adam)
+    return torch.optim.Adam(generator.parameters(), **adam), torch.optim.Adam(discriminator.parameters(), **adam)
+
+
 def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[EvaluationHook] = ()) -> TrainingResult:
     """Train; `evaluation_hooks` run besides the `--eval_steps` evaluation (e.g. custom metrics in tests)."""
     args = parse_args(argv)
@@ -962,9 +971,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     metric_evaluation = MetricEvaluation(args, accelerator) if args.eval_steps else None  # fails early
 
     generator, discriminator, ema = build_models(args, generator_config, discriminator_config, accelerator.device)
-    adam = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-    generator_optimizer = torch.optim.Adam(generator.parameters(), **adam)
-    discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), **adam)
+    generator_optimizer, discriminator_optimizer = build_optimizers(args, generator, discriminator)
     dataloader, transform, num_images, num_skipped = build_dataloader(args, accelerator)
     generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader = accelerator.prepare(
         generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader
