@@ -19,6 +19,11 @@ run() {  # name, script, flags...
 run "train fp32" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --steps "$steps" --warmup "$warmup"
 run "train bf16" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16 \
     --steps "$steps" --warmup "$warmup"
+# Memory-saving setting: gradient checkpointing re-runs each block in the backward instead of keeping its activations.
+run "train fp32 checkpointing" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --gradient_checkpointing \
+    --steps "$steps" --warmup "$warmup"
+run "train bf16 checkpointing" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16 \
+    --gradient_checkpointing --steps "$steps" --warmup "$warmup"
 run "sample fp32" sample.py --preset cifar10 --batch_size 64 --steps "$steps" --warmup 1
 run "sample bf16" sample.py --preset cifar10 --batch_size 64 --mixed_precision bf16 --steps "$steps" --warmup 1
 

@@ -148,6 +148,17 @@ def test_preset_alone_gives_its_recipe_and_flags_override_it():
     assert train.parse_args(["--preset", "cifar10", "--train_data_dir", "x"]).dataset_name is None
 
 
+def test_fused_adam_is_on_for_official_presets_and_off_for_the_demo_recipe():
+    """The tiny recipe keeps PyTorch's per-tensor Adam, which the bundled demo model was trained with."""
+    tiny, cifar = train.parse_args([]), train.parse_args(["--preset", "cifar10"])
+    assert (tiny.fused_adam, cifar.fused_adam) == (False, True)
+    assert train.parse_args(["--fused_adam"]).fused_adam and not train.parse_args(["--preset", "cifar10",
+                                                                                   "--no-fused_adam"]).fused_adam
+    networks = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert all(opt.defaults["fused"] for opt in train.build_optimizers(cifar, *networks))
+    assert not any(opt.defaults["fused"] for opt in train.build_optimizers(tiny, *networks))
+
+
 def test_resolution_the_preset_cannot_produce_is_refused():
     args = train.parse_args(["--resolution", "48"])
     with pytest.raises(CommandError, match=r"--resolution 48 cannot be produced by the 'tiny' preset.*32x32"):
