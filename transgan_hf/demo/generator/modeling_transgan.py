@@ -178,18 +178,72 @@ def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
 
 
+class AttentionWithBiasGradient(torch.autograd.Function):
+    """Attention `softmax(q k^T / sqrt(d) + bias) v` on the CPU whose additive `bias` needs a gradient.
+
+    `scaled_dot_product_attention` falls back to its unfused math path for a mask that requires grad: it stores every
+    `tokens x tokens` attention map (in fp32 for bf16 inputs) and runs a generic softmax backward, the largest cost of
+    a CPU generator step. Here the forward is SDPA's fused CPU kernel (which also returns the row log-sum-exp) and the
+    backward recomputes the maps a few samples at a time, small enough to stay in cache, to get the gradients of
+    q, k, v and the batch-summed bias in one pass. Not differentiable twice: models that need a double backward (the
+    discriminator under a gradient penalty) keep SDPA. On CUDA, SDPA's memory-efficient kernel already does this.
+    """
+
+    # Attention-map elements recomputed at once in the backward (fp32: 1 MiB, one head of one 32x32 sample); larger
+    # chunks measured slower (cache).
+    chunk_elements = 2**18
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        fused_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        output, logsumexp = fused_attention(query, key, value, attn_mask=bias)
+        ctx.save_for_backward(query, key, value, bias, output, logsumexp)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        query, key, value, bias, output, logsumexp = ctx.saved_tensors
+        batch, heads, tokens, head_dim = query.shape
+        scale = head_dim**-0.5
+        # softmax backward: dS = P * (dP - rowsum(dO * O)), with dP = dO v^T
+        row_dot = (grad_output.float() * output.float()).sum(-1, keepdim=True)
+        grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+        grad_bias = torch.empty(bias.shape[1:], dtype=torch.float32, device=bias.device)
+        step = max(1, AttentionWithBiasGradient.chunk_elements // (tokens * tokens))
+        for head in range(heads):  # one head's maps for a few samples at a time, in fp32: the products are small,
+            head_bias = bias[0, head].float()  # the maps' memory traffic is not
+            grad_head_bias = torch.zeros_like(head_bias)
+            for start in range(0, batch, step):
+                rows = slice(start, start + step)
+                q, k, v, d_out = (t[rows, head].float() for t in (query, key, value, grad_output))
+                probs = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(head_bias)
+                probs = probs.sub_(logsumexp[rows, head].unsqueeze(-1)).exp_()
+                grad_value[rows, head] = torch.matmul(probs.transpose(-1, -2), d_out)
+                grad_scores = probs.mul_(torch.matmul(d_out, v.transpose(-1, -2)).sub_(row_dot[rows, head]))
+                grad_head_bias += grad_scores.sum(0)
+                grad_query[rows, head] = torch.matmul(grad_scores, k).mul_(scale)
+                grad_key[rows, head] = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(scale)
+            grad_bias[head] = grad_head_bias
+        return grad_query, grad_key, grad_value, grad_bias.unsqueeze(0).to(bias.dtype)
+
+
 class TransGANSelfAttention(nn.Module):
     """Multi-head self-attention through `scaled_dot_product_attention`, with the learned relative-position bias
     passed as an additive mask and optional per-token noise added to the input (learned strength, zero-initialised).
 
     `bias_window` is the side of the square window the bias table covers (the attention window, or the whole grid
-    for global attention); 0 disables the bias.
+    for global attention); 0 disables the bias. `differentiable_twice=False` lets a CPU training step use
+    `AttentionWithBiasGradient` (faster, far less memory) instead of SDPA's math path.
     """
 
-    def __init__(self, dim: int, num_heads: int, bias_window: int, noise_injection: bool) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, bias_window: int, noise_injection: bool, differentiable_twice: bool = True
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.bias_window = bias_window
+        self.differentiable_twice = differentiable_twice
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
         if bias_window:
@@ -215,7 +269,10 @@ class TransGANSelfAttention(nn.Module):
                 raise ValueError(
                     f"The relative-position bias covers {mask.shape[-1]} tokens but the sequence has {tokens}."
                 )
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        if mask is not None and mask.requires_grad and query.device.type == "cpu" and not self.differentiable_twice:
+            attended = AttentionWithBiasGradient.apply(query, key, value, mask)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         return self.proj(attended.transpose(1, 2).reshape(batch, tokens, channels))
 
 
@@ -252,6 +309,7 @@ class TransGANBlock(GradientCheckpointingLayer):
     Self-attention is global (`window_size=0`) or runs in non-overlapping windows; norms, noise and the MLP act per
     token, so they run on the un-partitioned sequence. An optional latent cross-attention comes first. With
     `residual_gain != 1` (discriminator without norm) skip and branches are scaled, as in the official `DisBlock`.
+    `differentiable_twice`: see `TransGANSelfAttention` (the generator never needs a double backward).
     """
 
     def __init__(
@@ -263,6 +321,7 @@ class TransGANBlock(GradientCheckpointingLayer):
         use_relative_position_bias: bool = True,
         latent_token_dim: int | None = None,
         residual_gain: float = 1.0,
+        differentiable_twice: bool = True,
     ) -> None:
         super().__init__()
         self.grid_size = grid_size
@@ -274,7 +333,9 @@ class TransGANBlock(GradientCheckpointingLayer):
             self.cross_attention = None
         self.norm1 = build_norm(config.norm_type, dim, config.layer_norm_eps)
         bias_window = (window_size or grid_size) if use_relative_position_bias else 0
-        self.attention = TransGANSelfAttention(dim, config.num_attention_heads, bias_window, config.noise_injection)
+        self.attention = TransGANSelfAttention(
+            dim, config.num_attention_heads, bias_window, config.noise_injection, differentiable_twice
+        )
         self.norm2 = build_norm(config.norm_type, dim, config.layer_norm_eps)
         self.mlp = TransGANMLP(dim, config.mlp_ratio, config.hidden_act)
 
@@ -347,6 +408,7 @@ class TransGANGeneratorStage(nn.Module):
                 window_size=config.window_sizes[index],
                 use_relative_position_bias=config.use_relative_position_bias,
                 latent_token_dim=latent_token_dim,
+                differentiable_twice=False,
             )
             for _ in range(config.depths[index])
         )
