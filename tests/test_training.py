@@ -148,6 +148,25 @@ def test_preset_alone_gives_its_recipe_and_flags_override_it():
     assert train.parse_args(["--preset", "cifar10", "--train_data_dir", "x"]).dataset_name is None
 
 
+def test_the_training_readme_recipe_table_matches_the_presets():
+    """The flag/preset table of training/README.md is written by hand; its countable rows must equal the recipes."""
+    rows = {}
+    for line in (ROOT / "training" / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`--"):
+            rows[cells[0]] = cells[1:]
+    presets = [TRAINING_PRESETS[name] for name in ("cifar10", "stl10", "celeba_hq_256", "church_256", "tiny")]
+
+    def numbers(cell: str) -> list[int]:
+        return [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", cell)]
+
+    assert [numbers(c) for c in rows["`--max_train_steps` (G updates)"]] == [[p.max_train_steps] for p in presets]
+    assert [numbers(c) for c in rows["`--n_critic`"]] == [[p.n_critic] for p in presets]
+    assert [numbers(c) for c in rows["`--train_batch_size` (D, global)"]] == [[p.train_batch_size] for p in presets]
+    assert [numbers(c) for c in rows["`--gen_batch_size` (G, global)"]] == [[p.gen_batch_size] for p in presets]
+    assert [c.startswith("on") for c in rows["`--fused_adam`"]] == [p.fused_adam for p in presets]
+
+
 def test_fused_adam_is_on_for_official_presets_and_off_for_the_demo_recipe():
     """The tiny recipe keeps PyTorch's per-tensor Adam, which the bundled demo model was trained with."""
     tiny, cifar = train.parse_args([]), train.parse_args(["--preset", "cifar10"])
