@@ -190,7 +190,7 @@ def test_attention_with_bias_gradient_in_bfloat16_is_as_accurate_as_sdpa():
         assert error < 1e-2 and error <= 1.5 * sdpa_error, (name, error, sdpa_error)
 
 
-def test_generator_training_uses_the_bias_gradient_kernel_and_matches_sdpa():
+def test_generator_training_uses_the_bias_gradient_kernel_and_matches_sdpa(monkeypatch):
     config = small_generator_config(window_sizes=[0, 0, 4])
     torch.manual_seed(0)
     fast = with_nonzero_noise(TransGANGenerator(config)).train()
@@ -201,20 +201,13 @@ def test_generator_training_uses_the_bias_gradient_kernel_and_matches_sdpa():
     reference.load_state_dict(fast.state_dict())
     for module in reference.modules():
         if isinstance(module, TransGANSelfAttention):
-            module.differentiable_twice = True
+            module.differentiable_twice = True  # -> SDPA
     calls = []
-    monkeypatch_apply = AttentionWithBiasGradient.apply
-
-    def counting_apply(*args):
-        calls.append(args[0].shape)
-        return monkeypatch_apply(*args)
-
+    apply = AttentionWithBiasGradient.apply
+    monkeypatch.setattr(AttentionWithBiasGradient, "apply", lambda *args: calls.append(args[0].shape) or apply(*args))
     latents = torch.randn(3, 16)
     for model in (fast, reference):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(AttentionWithBiasGradient, "apply", counting_apply)
-            images = model(latents, noise_generator=torch.Generator().manual_seed(5)).images
-        images.square().mean().backward()
+        model(latents, noise_generator=torch.Generator().manual_seed(5)).images.square().mean().backward()
     assert len(calls) == sum(config.depths)  # every generator attention, none in the SDPA reference
     for (name, a), (_, b) in zip(fast.named_parameters(), reference.named_parameters()):
         if a.grad is not None:
