@@ -24,6 +24,11 @@ run "train fp32 checkpointing" train_step.py --preset cifar10 --batch_size 8 --g
     --steps "$steps" --warmup "$warmup"
 run "train bf16 checkpointing" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16 \
     --gradient_checkpointing --steps "$steps" --warmup "$warmup"
+# Lazy gradient penalty (every 4th D step, weighted x4; not the official algorithm): D step = mean over 4 steps.
+run "train fp32 gp_interval 4" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --gp_interval 4 \
+    --steps "$steps" --warmup "$warmup"
+run "train bf16 gp_interval 4" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16 \
+    --gp_interval 4 --steps "$steps" --warmup "$warmup"
 run "sample fp32" sample.py --preset cifar10 --batch_size 64 --steps "$steps" --warmup 1
 run "sample bf16" sample.py --preset cifar10 --batch_size 64 --mixed_precision bf16 --steps "$steps" --warmup 1
 

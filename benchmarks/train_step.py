@@ -6,7 +6,8 @@ including `--compile` and `--gradient_checkpointing`).
     python benchmarks/train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16
 
 A D step = one loader iteration that updates D: fake batch from G under no_grad, D on augmented real and fake images,
-gradient penalty, backward, clipping, Adam. A G step = the generator update (loss through the augmented D, backward,
+gradient penalty, backward, clipping, Adam (with `--gp_interval N`: the mean over N such steps, the penalty in the
+first only). A G step = the generator update (loss through the augmented D, backward,
 clipping, Adam) plus the EMA update. Prints medians and peak memory; the last line is a JSON object with `d_step_s`,
 `g_step_s`, `peak_mem_mb`. Real images are random tensors: speed does not depend on the data.
 """
@@ -39,6 +40,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8, help="discriminator batch")
     parser.add_argument("--gen_batch_size", type=int, default=16, help="generator batch")
     parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--gp_interval", type=int, default=1,
+                        help="lazy gradient penalty (training/train.py --gp_interval): the D step is then the mean "
+                             "over N D steps, the first with the penalty")
     args = parser.parse_args()
     device = setup(args)
     train = load_training_script()
@@ -48,6 +52,7 @@ def main() -> None:
                  "--output_dir", output_dir]
         flags += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
         flags += ["--compile"] if args.compile else []
+        flags += ["--gp_interval", str(args.gp_interval)]
         train_args = train.parse_args(flags)
         g_config, d_config = train.load_model_configs(train_args)
         accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
@@ -57,19 +62,20 @@ def main() -> None:
         trainer = train.GANTrainer(accelerator, train_args, generator, discriminator, g_opt, d_opt, ema)
         real = torch.rand((args.batch_size, 3, g_config.image_size, g_config.image_size), device=device) * 2 - 1
 
-        def d_step() -> None:
-            trainer.discriminator_iteration(real, step=0, update=True)
+        def d_steps() -> None:  # one penalised D step, then the N - 1 without the penalty
+            for index in range(args.gp_interval):
+                trainer.discriminator_iteration(real, step=0, update=True, penalize=index == 0)
 
         def g_step() -> None:
             trainer.generator_update(step=0)
             trainer.update_ema(cur_nimg=10**6)
 
-        d_seconds = median_seconds(d_step, device, args.steps, args.warmup)
+        d_seconds = median_seconds(d_steps, device, args.steps, args.warmup) / args.gp_interval
         g_seconds = median_seconds(g_step, device, args.steps, args.warmup)
     memory = peak_memory_mb(device)
     report(
         {"preset": args.preset, "device": str(device), "mixed_precision": args.mixed_precision,
-         "D batch / G batch": f"{args.batch_size} / {args.gen_batch_size}",
+         "D batch / G batch": f"{args.batch_size} / {args.gen_batch_size}", "gp_interval": str(args.gp_interval),
          "D step (s, median)": f"{d_seconds:.3f}", "G step (s, median)": f"{g_seconds:.3f}",
          "D images/s": f"{args.batch_size / d_seconds:.2f}", "G images/s": f"{args.gen_batch_size / g_seconds:.2f}",
          "peak memory (MB)": f"{memory:.0f}"},

@@ -384,6 +384,32 @@ def test_bf16_autocast_with_gradient_checkpointing_trains(workspace, tmp_path):
     assert (output / "pipeline" / "model_index.json").is_file()
 
 
+def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(workspace, tmp_path, monkeypatch):
+    """--gp_interval 3: the penalty on D updates 0 and 3 only (both micro-batches of each), weighted x3, so that its
+    average strength is the official one. The D loss is zeroed and the penalty fixed to 1 to read the weight off the
+    logged loss."""
+    calls = []
+
+    def constant_penalty(critic, real, fake, phi=1.0, generator=None):
+        calls.append(len(calls))
+        return torch.ones(())
+
+    monkeypatch.setattr(train, "gradient_penalty", constant_penalty)
+    monkeypatch.setattr(train, "discriminator_loss", lambda real, fake, loss: 0 * (real.sum() + fake.sum()))
+    output = tmp_path / "lazy"
+    run_in_process(micro_args(workspace, output, "--max_train_steps", "3", "--gp_interval", "3"))
+    assert len(calls) == 4  # 6 D updates x 2 micro-batches, penalised: updates 0 and 3
+    rows = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    losses = [row["loss/discriminator"] for row in rows if "loss/discriminator" in row]
+    assert losses == pytest.approx([15.0, 15.0, 0.0])  # per step: 2 of 4 iterations carry 10 x 3 x 1, then none
+    assert sum(losses) / len(losses) == pytest.approx(10.0)  # = weight 10 x penalty 1 on every iteration (official)
+    assert "penalty every 3 D updates x 3" in (output / "pipeline" / "README.md").read_text()
+    with pytest.raises(CommandError, match="--gp_interval must be >= 1"):
+        train.parse_args(micro_args(workspace, tmp_path / "a", "--gp_interval", "0"))
+    with pytest.raises(CommandError, match="--loss hinge does not have"):
+        train.parse_args(micro_args(workspace, tmp_path / "b", "--gp_interval", "2", "--loss", "hinge"))
+
+
 def test_divergence_stops_with_the_step_and_network_and_keeps_the_last_good_checkpoint(workspace, tmp_path):
     output = tmp_path / "diverge"
     run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "2"))

@@ -11,14 +11,15 @@
 
 The loop is the official one (../shared/spec/transgan_official.md §2.2). A *step* is one generator update. Each step
 runs `n_critic * gradient_accumulation_steps` discriminator loader iterations; the generator update comes right after
-the first one, as in the official code (it updates G when `global_steps % (n_critic * accumulation) == 0`, counting
-from 0). Per loader iteration: fake images from G under `no_grad`; D loss on DiffAugment-ed real and fake images
+the first one, as in the official code (it updates G when `global_steps % (n_critic * accumulation) == 0`, counting from
+0). Per loader iteration: fake images from G under `no_grad`; D loss on DiffAugment-ed real and fake images
 (`wgangp-eps`, `wgangp`, `hinge` or `nonsaturating`) plus, for the WGAN-GP losses, the gradient penalty (weight
-10/phi^2) on augmented interpolates; backward; every `gradient_accumulation_steps` iterations clip D's gradient norm
-to `max_grad_norm` and step Adam. The generator update accumulates `gen_gradient_accumulation_steps` micro-batches of
-`-mean D(augment(G(z)))`, clips and steps; the EMA generator is then updated with the official half-life formula
-(`--ema_kimg`, `--ema_warmup`) or a fixed `--ema_decay`. Latents, gradient-penalty mixing weights, noise injection
-and augmentation draw from seeded `torch.Generator`s on the device, saved in every checkpoint.
+10/phi^2) on augmented interpolates (with `--gp_interval N` only every N-th D update, weighted by N: StyleGAN2's lazy
+regularisation, not in the official code); backward; every `gradient_accumulation_steps` iterations clip D's gradient
+norm to `max_grad_norm` and step Adam. The generator update accumulates `gen_gradient_accumulation_steps` micro-batches
+of `-mean D(augment(G(z)))`, clips and steps; the EMA generator is then updated with the official half-life formula
+(`--ema_kimg`, `--ema_warmup`) or a fixed `--ema_decay`. Latents, gradient-penalty mixing weights, noise injection and
+augmentation draw from seeded `torch.Generator`s on the device, saved in every checkpoint.
 
 Discriminator gradients during the generator update (a deliberate choice): the official code leaves D's
 parameters trainable during the G update, so `backward` of the generator loss also writes `d(-mean D(G(z)))/d theta_D`
@@ -172,6 +173,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--n_critic", type=int, help="discriminator updates per generator update")
     recipe.add_argument("--loss", choices=LOSS_TYPES)
     recipe.add_argument("--phi", type=float, help="gradient-penalty target norm (weight 10/phi^2)")
+    recipe.add_argument("--gp_interval", type=int, default=1,
+                        help="lazy regularisation (StyleGAN2): the gradient penalty only on every N-th D update, "
+                             "weighted by N; saves most of its cost (its double backward). Default 1 = every "
+                             "update (official)")
     recipe.add_argument("--learning_rate", type=float)
     recipe.add_argument("--adam_beta1", type=float)
     recipe.add_argument("--adam_beta2", type=float)
@@ -250,6 +255,11 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
                  "checkpointing_steps", "num_sample_images"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.gp_interval < 1:
+        raise CommandError(f"--gp_interval must be >= 1, got {args.gp_interval}.")
+    if args.gp_interval > 1 and not uses_gradient_penalty(args.loss):
+        raise CommandError(f"--gp_interval spaces out the gradient penalty, which --loss {args.loss} does not have; "
+                           "drop the flag or choose a loss with a penalty (wgangp, wgangp-eps, ...).")
     if args.max_train_kimg is not None:
         if args.max_train_kimg <= 0:
             raise CommandError(f"--max_train_kimg must be > 0, got {args.max_train_kimg}.")
@@ -737,7 +747,7 @@ class GANTrainer:
     """The official TransGAN update rules on Accelerate-prepared networks (see the module docstring)."""
 
     LOGGED = {  # logged scalar -> what it is averaged over
-        "loss/discriminator": "d_iterations", "loss/gradient_penalty": "d_iterations",
+        "loss/discriminator": "d_iterations", "loss/gradient_penalty": "gp_iterations",
         "logits/real": "d_iterations", "logits/fake": "d_iterations", "grad_norm/discriminator": "d_updates",
         "loss/generator": "g_updates", "grad_norm/generator": "g_updates",
     }
@@ -789,13 +799,18 @@ class GANTrainer:
         self.accelerator.unscale_gradients(optimizer=optimizer)  # fp16: only this optimiser's gradients
         return torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
 
-    def discriminator_iteration(self, real: torch.Tensor, step: int, update: bool) -> None:
-        """One loader iteration: D loss on a real batch and a fresh fake batch, backward; `update` steps Adam."""
+    def discriminator_iteration(self, real: torch.Tensor, step: int, update: bool, penalize: bool = True) -> None:
+        """One loader iteration: D loss on a real batch and a fresh fake batch, backward; `update` steps Adam.
+
+        `penalize=False` leaves the gradient penalty out (lazy regularisation, `--gp_interval`); when it is in, it is
+        weighted by the interval so that its average strength stays the official one.
+        """
         args = self.args
         critic = self._critic(self.discriminator)
+        penalize = penalize and bool(self.gp_weight)
         # `gradient_penalty` runs the critic with the math attention kernel (the only one with a double backward).
         # With gradient checkpointing the whole iteration must use it, since backward recomputes the blocks.
-        if self.gp_weight and args.gradient_checkpointing:
+        if penalize and args.gradient_checkpointing:
             attention = sdpa_kernel([SDPBackend.MATH])
         else:
             attention = contextlib.nullcontext()
@@ -805,14 +820,15 @@ class GANTrainer:
             fake = fake.float()
             real_logits, fake_logits = critic(real), critic(fake)
             loss = discriminator_loss(real_logits, fake_logits, args.loss)
-            penalty = torch.zeros((), device=self.device)
-            if self.gp_weight:
+            if penalize:
                 penalty = gradient_penalty(critic, real, fake, phi=args.phi, generator=self.noise_rng)
-                loss = loss + self.gp_weight * penalty
+                loss = loss + self.gp_weight * args.gp_interval * penalty
             self.accelerator.backward(loss / args.gradient_accumulation_steps)
         self.monitor.observe("discriminator", "loss", loss, step)
         self.sums["loss/discriminator"] += loss.detach()
-        self.sums["loss/gradient_penalty"] += penalty.detach()
+        if penalize:
+            self.sums["loss/gradient_penalty"] += penalty.detach()
+            self.counts["gp_iterations"] += 1
         self.sums["logits/real"] += real_logits.detach().float().mean()
         self.sums["logits/fake"] += fake_logits.detach().float().mean()
         if update:
@@ -1028,7 +1044,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         for index in range(iterations_per_step):
             real = next(data)
             update_d = (index + 1) % args.gradient_accumulation_steps == 0
-            trainer.discriminator_iteration(real, step, update=update_d)
+            d_update = state.iteration // args.gradient_accumulation_steps  # counted over the whole run
+            trainer.discriminator_iteration(real, step, update=update_d, penalize=d_update % args.gp_interval == 0)
             if index == 0:
                 trainer.generator_update(step)
                 beta = trainer.update_ema(cur_nimg=state.iteration * args.train_batch_size)
@@ -1106,7 +1123,9 @@ def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline
         "kimg (real images seen)": f"{kimg:.1f}",
         "batch D / G (global)": f"{args.train_batch_size}x{args.gradient_accumulation_steps} / "
                                 f"{args.gen_batch_size}x{args.gen_gradient_accumulation_steps}",
-        "loss": f"{args.loss} (phi {args.phi}), n_critic {args.n_critic}, Adam lr {args.learning_rate} betas "
+        "loss": f"{args.loss} (phi {args.phi}"
+                + (f", penalty every {args.gp_interval} D updates x {args.gp_interval}" if args.gp_interval > 1 else "")
+                + f"), n_critic {args.n_critic}, Adam lr {args.learning_rate} betas "
                 f"({args.adam_beta1}, {args.adam_beta2}), grad clip {args.max_grad_norm}",
         "EMA": ema_text,
         "DiffAugment": args.diffaug_policy,
