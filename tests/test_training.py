@@ -403,6 +403,8 @@ def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(wor
     losses = [row["loss/discriminator"] for row in rows if "loss/discriminator" in row]
     assert losses == pytest.approx([15.0, 15.0, 0.0])  # per step: 2 of 4 iterations carry 10 x 3 x 1, then none
     assert sum(losses) / len(losses) == pytest.approx(10.0)  # = weight 10 x penalty 1 on every iteration (official)
+    penalties = [row.get("loss/gradient_penalty") for row in rows if "loss/discriminator" in row]
+    assert penalties == [1.0, 1.0, None]  # the unweighted penalty, left out of step 3's row (not computed there)
     assert "penalty every 3 D updates x 3" in (output / "pipeline" / "README.md").read_text()
     with pytest.raises(CommandError, match="--gp_interval must be >= 1"):
         train.parse_args(micro_args(workspace, tmp_path / "a", "--gp_interval", "0"))

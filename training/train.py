@@ -883,13 +883,15 @@ class GANTrainer:
         return beta
 
     def pop_means(self) -> dict[str, float]:
-        """Means since the last call, averaged over processes (one host synchronisation)."""
+        """Means since the last call, averaged over processes (one host synchronisation). A quantity that was not
+        computed in the interval (the penalty between lazy `--gp_interval` updates) is left out, not logged as 0."""
         means = torch.stack([total / max(self.counts[self.LOGGED[name]], 1) for name, total in self.sums.items()])
         values = self.accelerator.reduce(means, reduction="mean").tolist()
+        computed = {name for name in self.sums if self.counts[self.LOGGED[name]]}  # same counts on every process
         for total in self.sums.values():
             total.zero_()
         self.counts = dict.fromkeys(self.counts, 0)
-        return dict(zip(self.sums, values))
+        return {name: value for name, value in zip(self.sums, values) if name in computed}
 
 
 def build_dataloader(args: argparse.Namespace, accelerator: Accelerator):
