@@ -128,6 +128,28 @@ def test_relative_position_index_matches_swin_formula():
             assert index[i, j] == (yi - yj + window - 1) * (2 * window - 1) + (xi - xj + window - 1)
 
 
+def test_relative_position_bias_gradient_is_exact_and_deterministic():
+    """The bias table's gradient sums the map gradient over every query/key pair with the same offset (32x32 grid:
+    1M pairs onto 3,969 offsets), and on two threads it is bitwise the same from run to run."""
+    attention = TransGANSelfAttention(dim=8, num_heads=4, bias_window=32, noise_injection=False)
+    grad_map = torch.randn(1, 4, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(3):
+            attention.zero_grad(set_to_none=True)
+            attention.relative_position_bias().backward(grad_map)
+            gradients.append(attention.relative_position_bias_table.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(gradients[0], other) for other in gradients[1:])
+    index = relative_position_index(32, torch.device("cpu")).view(-1)
+    expected = torch.zeros(63 * 63, 4, dtype=torch.float64).index_put_(
+        (index,), grad_map[0].permute(1, 2, 0).reshape(-1, 4).double(), accumulate=True)
+    torch.testing.assert_close(gradients[0].double(), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_window_partition_groups_square_windows_and_reverses():
     grid, window = 4, 2
     tokens = torch.arange(grid * grid, dtype=torch.float32).view(1, grid * grid, 1)

@@ -251,7 +251,9 @@ class TransGANSelfAttention(nn.Module):
     def relative_position_bias(self) -> torch.Tensor:
         """`(1, heads, W*W, W*W)` additive attention bias."""
         index = relative_position_index(self.bias_window, self.relative_position_bias_table.device)
-        bias = self.relative_position_bias_table[index.view(-1)]
+        # index_select, not `table[index]`: its backward (index_add_) is 2-4x faster on a CPU than the accumulating
+        # index_put_ of advanced indexing, and deterministic (1M indices into 3,969 rows at the 32x32 stage)
+        bias = self.relative_position_bias_table.index_select(0, index.view(-1))
         return bias.view(1, index.shape[0], index.shape[1], self.num_heads).permute(0, 3, 1, 2)
 
     def forward(self, hidden_states: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
