@@ -249,12 +249,13 @@ class TransGANSelfAttention(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros(())) if noise_injection else None
 
     def relative_position_bias(self) -> torch.Tensor:
-        """`(1, heads, W*W, W*W)` additive attention bias."""
+        """`(1, heads, W*W, W*W)` additive attention bias, contiguous (one head's map after the other)."""
         index = relative_position_index(self.bias_window, self.relative_position_bias_table.device)
-        # index_select, not `table[index]`: its backward (index_add_) is 2-4x faster on a CPU than the accumulating
-        # index_put_ of advanced indexing, and deterministic (1M indices into 3,969 rows at the 32x32 stage)
-        bias = self.relative_position_bias_table.index_select(0, index.view(-1))
-        return bias.view(1, index.shape[0], index.shape[1], self.num_heads).permute(0, 3, 1, 2)
+        # index_select along the offsets of the (heads, offsets) view, not `table[index]`: its backward (index_add_) is
+        # 2-6x faster on a CPU than the accumulating index_put_ of advanced indexing, and deterministic (1M pairs onto
+        # 3,969 offsets at the 32x32 stage); the result needs no permute, so the kernels get a contiguous mask.
+        bias = self.relative_position_bias_table.t().index_select(1, index.view(-1))
+        return bias.view(1, self.num_heads, index.shape[0], index.shape[1])
 
     def forward(self, hidden_states: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         if self.noise_strength is not None and noise is not None:
