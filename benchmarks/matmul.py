@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Raw matrix-multiply throughput of this machine: the yardstick for every other figure here.
 
     python benchmarks/matmul.py --size 2048
@@ -20,13 +21,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument("--size", type=int, default=2048, help="side of the square matrices")
+    parser.set_defaults(steps=5, warmup=2)  # a product takes tens of milliseconds: more repetitions are cheap
     args = parser.parse_args()
     device = setup(args)
     flops = 2 * args.size**3
     lines, result = {}, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = (torch.randn((args.size, args.size), device=device).to(dtype) for _ in range(2))
-        seconds = median_seconds(lambda a=a, b=b: a @ b, device, max(args.steps, 5), max(args.warmup, 2))
+        seconds = median_seconds(lambda a=a, b=b: a @ b, device, args.steps, args.warmup)
         gflops = flops / seconds / 1e9
         lines[f"{name} {args.size}x{args.size} matmul"] = f"{gflops:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
         result[f"{name}_gflops"] = round(gflops, 1)

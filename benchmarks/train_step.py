@@ -7,9 +7,9 @@ including `--compile` and `--gradient_checkpointing`).
 
 A D step = one loader iteration that updates D: fake batch from G under no_grad, D on augmented real and fake images,
 gradient penalty, backward, clipping, Adam (with `--gp_interval N`: the mean over N such steps, the penalty in the
-first only). A G step = the generator update (loss through the augmented D, backward,
-clipping, Adam) plus the EMA update. Prints medians and peak memory; the last line is a JSON object with `d_step_s`,
-`g_step_s`, `peak_mem_mb`. Real images are random tensors: speed does not depend on the data.
+first only). A G step = the generator update (loss through the augmented D, backward, clipping, Adam) plus the EMA
+update. Prints medians and peak memory; the last line is a JSON object with `d_step_s`, `g_step_s`, `peak_mem_mb`.
+Real images are random tensors: speed does not depend on the data.
 """
 
 from __future__ import annotations
