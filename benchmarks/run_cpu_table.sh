@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CPU benchmark table of benchmarks/README.md: CIFAR-10 preset, official batch sizes (D 8, G 16, sampling 64),
-# fp32 and bf16 autocast. Run it alone on an otherwise idle machine (other programs on the two cores make OpenMP
+# fp32 and bf16 autocast, between two runs of the official code's computation (official_reference.py) so that every
+# ratio comes from runs side by side. Run it alone on an otherwise idle machine (other programs on the two cores make OpenMP
 # kernels many times slower). Prints one JSON line per configuration (the scripts' last line, tagged).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +18,12 @@ run() {  # name, script, flags...
 }
 
 run "matmul before" matmul.py  # the machine's raw speed today (the official figures: 200 / 860 GFLOP/s)
+official() {  # the official code's pattern, fp32 (the official code has no mixed precision)
+    run "official train $1" official_reference.py train_step --preset cifar10 --batch_size 8 --gen_batch_size 16 --check \
+        --steps "$steps" --warmup "$warmup"
+    run "official sample $1" official_reference.py sample --preset cifar10 --batch_size 64 --steps "$steps" --warmup 1
+}
+official before
 run "train fp32" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --steps "$steps" --warmup "$warmup"
 run "train bf16" train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16 \
     --steps "$steps" --warmup "$warmup"
@@ -33,6 +40,7 @@ run "train bf16 gp_interval 2" train_step.py --preset cifar10 --batch_size 8 --g
     --gp_interval 2 --steps "$steps" --warmup "$warmup"
 run "sample fp32" sample.py --preset cifar10 --batch_size 64 --steps "$steps" --warmup 1
 run "sample bf16" sample.py --preset cifar10 --batch_size 64 --mixed_precision bf16 --steps "$steps" --warmup 1
+official after
 run "matmul after" matmul.py
 
 # Memory of the 256-px presets per image (forward + backward of one D step and one G step), with and without
