@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Speed-up over the official code from paired runs: each round runs the official code's computation
+(`official_reference.py`) and then ours, so that every ratio compares runs minutes apart on the same machine; the
+median over rounds is reported. On a shared machine whose speed drifts by 20 % between runs, single runs mislead.
+
+    python benchmarks/side_by_side.py --rounds 3
+
+Ratios: training = official (D step + G step) / ours; sampling = our images/s / official images/s. The last line is
+one JSON object: the median ratio of each configuration, and the ratios of every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OURS_TRAIN = {
+    "train fp32": [],
+    "train bf16": ["--mixed_precision", "bf16"],
+    "train bf16 gp_interval 2": ["--mixed_precision", "bf16", "--gp_interval", "2"],
+}
+OURS_SAMPLE = {"sample fp32": [], "sample bf16": ["--mixed_precision", "bf16"]}
+
+
+def run(script: str, *flags: str) -> dict[str, float]:
+    """One benchmark process; its last stdout line is the result."""
+    result = subprocess.run([sys.executable, script, *flags], cwd=HERE, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"error: {script} {' '.join(flags)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cifar10")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed repetitions per run (median)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=8, help="discriminator batch")
+    parser.add_argument("--gen_batch_size", type=int, default=16)
+    parser.add_argument("--sample_batch_size", type=int, default=64)
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    timing = ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    train = timing + ["--batch_size", str(args.batch_size), "--gen_batch_size", str(args.gen_batch_size)]
+    sample = timing + ["--batch_size", str(args.sample_batch_size)]
+    ratios: dict[str, list[float]] = {name: [] for name in (*OURS_TRAIN, *OURS_SAMPLE)}
+    for round_index in range(args.rounds):
+        official = run("official_reference.py", "train_step", *train)
+        official_step = official["d_step_s"] + official["g_step_s"]
+        print(f"round {round_index + 1}: official train step {official_step:.2f} s", flush=True)
+        for name, flags in OURS_TRAIN.items():
+            ours = run("train_step.py", *train, *flags)
+            ours_step = ours["d_step_s"] + ours["g_step_s"]
+            ratios[name].append(round(official_step / ours_step, 3))
+            print(f"  {name:<26} {ours_step:.2f} s  {ratios[name][-1]:.2f}x", flush=True)
+        official = run("official_reference.py", "sample", *sample)
+        print(f"round {round_index + 1}: official sampling {official['images_per_s']:.2f} images/s", flush=True)
+        for name, flags in OURS_SAMPLE.items():
+            ours = run("sample.py", *sample, *flags)
+            ratios[name].append(round(ours["images_per_s"] / official["images_per_s"], 3))
+            print(f"  {name:<26} {ours['images_per_s']:.2f} images/s  {ratios[name][-1]:.2f}x", flush=True)
+    medians = {name: round(statistics.median(values), 3) for name, values in ratios.items()}
+    for name, value in medians.items():
+        print(f"{name:<28} median {value:.2f}x  (rounds: {', '.join(f'{r:.2f}' for r in ratios[name])})")
+    print(json.dumps({"median_speedup": medians, "rounds": ratios}))
+
+
+if __name__ == "__main__":
+    main()
