@@ -2,6 +2,7 @@
 """Sampling throughput of `TransGANPipeline` (the code path of `transgan generate`, the Space and training samples).
 
     python benchmarks/sample.py --preset cifar10 --batch_size 64 --mixed_precision bf16
+    python benchmarks/sample.py --preset cifar10 --batch_size 64 --dtype bfloat16
 
 Prints median seconds per batch, images/s and peak memory; the last line is a JSON object with `images_per_s` and
 `peak_mem_mb`. Weights are random (speed does not depend on them).
@@ -22,6 +23,7 @@ from transgan_hf import (
     TransGANGeneratorConfig,
     TransGANPipeline,
 )
+from transgan_hf.commands.generate import DTYPES
 
 
 def main() -> None:
@@ -29,13 +31,15 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_candidates", type=int, default=1, help="discriminator ranking (draws k x batch)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="weights and compute in this type (as `transgan generate --dtype`)")
     args = parser.parse_args()
     device = setup(args)
     generator = TransGANGenerator(TransGANGeneratorConfig.from_preset(args.preset))
     discriminator = None
     if args.num_candidates > 1:
         discriminator = TransGANDiscriminator(TransGANDiscriminatorConfig.from_preset(args.preset))
-    pipe = TransGANPipeline(generator=generator, discriminator=discriminator).to(device)
+    pipe = TransGANPipeline(generator=generator, discriminator=discriminator).to(device, DTYPES[args.dtype])
     pipe.set_progress_bar_config(disable=True)
     if args.compile:
         pipe.generator.compile()  # in place, as training/train.py --compile does
@@ -51,7 +55,7 @@ def main() -> None:
     images_per_s = args.batch_size / seconds
     memory = peak_memory_mb(device)
     report(
-        {"preset": args.preset, "device": str(device), "mixed_precision": args.mixed_precision,
+        {"preset": args.preset, "device": str(device), "mixed_precision": args.mixed_precision, "dtype": args.dtype,
          "batch_size": str(args.batch_size), "seconds per batch": f"{seconds:.3f}",
          "images/s": f"{images_per_s:.2f}", "peak memory (MB)": f"{memory:.0f}"},
         {"images_per_s": round(images_per_s, 3), "peak_mem_mb": round(memory, 1)},

@@ -24,7 +24,11 @@ OURS_TRAIN = {
     "train bf16": ["--mixed_precision", "bf16"],
     "train bf16 gp_interval 2": ["--mixed_precision", "bf16", "--gp_interval", "2"],
 }
-OURS_SAMPLE = {"sample fp32": [], "sample bf16": ["--mixed_precision", "bf16"]}
+OURS_SAMPLE = {
+    "sample fp32": [],
+    "sample bf16": ["--mixed_precision", "bf16"],
+    "sample bf16 weights": ["--dtype", "bfloat16"],
+}
 
 
 def run(script: str, *flags: str) -> dict[str, float]:
@@ -44,32 +48,48 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8, help="discriminator batch")
     parser.add_argument("--gen_batch_size", type=int, default=16)
     parser.add_argument("--sample_batch_size", type=int, default=64)
+    parser.add_argument("--only", choices=("train", "sample"), help="run the training or the sampling rounds only")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     timing = ["--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     train = timing + ["--batch_size", str(args.batch_size), "--gen_batch_size", str(args.gen_batch_size)]
     sample = timing + ["--batch_size", str(args.sample_batch_size)]
-    ratios: dict[str, list[float]] = {name: [] for name in (*OURS_TRAIN, *OURS_SAMPLE)}
+    ours_train = {} if args.only == "sample" else OURS_TRAIN
+    ours_sample = {} if args.only == "train" else OURS_SAMPLE
+    ratios: dict[str, list[float]] = {name: [] for name in (*ours_train, *ours_sample)}
     for round_index in range(args.rounds):
-        official = run("official_reference.py", "train_step", *train)
-        official_step = official["d_step_s"] + official["g_step_s"]
-        print(f"round {round_index + 1}: official train step {official_step:.2f} s", flush=True)
-        for name, flags in OURS_TRAIN.items():
-            ours = run("train_step.py", *train, *flags)
-            ours_step = ours["d_step_s"] + ours["g_step_s"]
-            ratios[name].append(round(official_step / ours_step, 3))
-            print(f"  {name:<26} {ours_step:.2f} s  {ratios[name][-1]:.2f}x", flush=True)
-        official = run("official_reference.py", "sample", *sample)
-        print(f"round {round_index + 1}: official sampling {official['images_per_s']:.2f} images/s", flush=True)
-        for name, flags in OURS_SAMPLE.items():
-            ours = run("sample.py", *sample, *flags)
-            ratios[name].append(round(ours["images_per_s"] / official["images_per_s"], 3))
-            print(f"  {name:<26} {ours['images_per_s']:.2f} images/s  {ratios[name][-1]:.2f}x", flush=True)
+        if ours_train:
+            train_round(round_index, train, ours_train, ratios)
+        if ours_sample:
+            sample_round(round_index, sample, ours_sample, ratios)
     medians = {name: round(statistics.median(values), 3) for name, values in ratios.items()}
     for name, value in medians.items():
         print(f"{name:<28} median {value:.2f}x  (rounds: {', '.join(f'{r:.2f}' for r in ratios[name])})")
     print(json.dumps({"median_speedup": medians, "rounds": ratios}))
+
+
+Ratios = dict[str, list[float]]
+
+
+def train_round(round_index: int, flags: list[str], ours: dict[str, list[str]], ratios: Ratios) -> None:
+    official = run("official_reference.py", "train_step", *flags)
+    official_step = official["d_step_s"] + official["g_step_s"]
+    print(f"round {round_index + 1}: official train step {official_step:.2f} s", flush=True)
+    for name, extra in ours.items():
+        result = run("train_step.py", *flags, *extra)
+        step = result["d_step_s"] + result["g_step_s"]
+        ratios[name].append(round(official_step / step, 3))
+        print(f"  {name:<26} {step:.2f} s  {ratios[name][-1]:.2f}x", flush=True)
+
+
+def sample_round(round_index: int, flags: list[str], ours: dict[str, list[str]], ratios: Ratios) -> None:
+    official = run("official_reference.py", "sample", *flags)["images_per_s"]
+    print(f"round {round_index + 1}: official sampling {official:.2f} images/s", flush=True)
+    for name, extra in ours.items():
+        images_per_s = run("sample.py", *flags, *extra)["images_per_s"]
+        ratios[name].append(round(images_per_s / official, 3))
+        print(f"  {name:<26} {images_per_s:.2f} images/s  {ratios[name][-1]:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

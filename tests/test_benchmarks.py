@@ -105,6 +105,7 @@ def test_side_by_side_reports_a_ratio_per_configuration() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    names = {"train fp32", "train bf16", "train bf16 gp_interval 2", "sample fp32", "sample bf16"}
+    names = {"train fp32", "train bf16", "train bf16 gp_interval 2", "sample fp32", "sample bf16",
+             "sample bf16 weights"}
     assert set(summary["median_speedup"]) == names == set(summary["rounds"])
     assert all(len(values) == 1 and values[0] > 0 for values in summary["rounds"].values())

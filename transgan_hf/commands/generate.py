@@ -16,6 +16,7 @@ from ..cli import CommandError
 from ..pipeline_transgan import TransGANPipeline, check_positive_int, check_truncation
 
 MAX_SEEDS = 1_000_000
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 EXAMPLES = """\
 examples:
@@ -23,6 +24,7 @@ examples:
   transgan generate --model org/transgan-stl10 --seeds 0-15 --outdir out
   transgan generate --model ./my-pipeline --seeds 0-63,100 --truncation 0.7 --grid grid.png --outdir out
   transgan generate --model org/transgan-stl10 --seeds 0-7 --num_candidates 4 --device cuda --outdir best
+  transgan generate --model org/transgan-stl10 --seeds 0-999 --dtype bfloat16 --outdir many
 
 Seed s always uses the same latent and noise (torch.Generator().manual_seed(s)), whatever the other seeds and
 --batch_size are.
@@ -51,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write all images as one grid image (relative paths are inside --outdir)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     parser.add_argument("--batch_size", type=int, default=16, help="seeds generated per forward pass (default: 16)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="weights and compute in this type (default: float32); bfloat16 samples about 2x faster "
+                             "on CPUs with bf16 units (benchmarks/README.md), pixels within a few levels of float32")
     parser.set_defaults(func=run)
 
 
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
         args.model = DEMO_MODEL_PATH
     try:
-        pipeline = TransGANPipeline.from_pretrained(args.model).to(device)
+        pipeline = TransGANPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype]).to(device)
     except (OSError, ValueError) as error:
         raise CommandError(f"cannot load --model {args.model!r}: {error}") from None
 
