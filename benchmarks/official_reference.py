@@ -97,7 +97,8 @@ def check_outputs(generator: TransGANGenerator, discriminator: TransGANDiscrimin
     """Largest relative difference between the written-out forwards and the package's own (same weights)."""
     torch.manual_seed(0)
     latents = torch.randn(2, generator.config.latent_dim, device=device)
-    images = torch.rand(2, 3, discriminator.config.image_size, discriminator.config.image_size, device=device) * 2 - 1
+    config = discriminator.config
+    images = torch.rand(2, config.in_channels, config.image_size, config.image_size, device=device) * 2 - 1
     with torch.no_grad():
         ours_g = generator(latents, noise_generator=torch.Generator(device).manual_seed(1)).images
         ours_d = discriminator(images, noise_generator=torch.Generator(device).manual_seed(1)).logits
@@ -157,7 +158,8 @@ def main() -> None:
                              betas=(recipe.adam_beta1, recipe.adam_beta2))
     ema = [copy.deepcopy(parameter.data).cpu() for parameter in generator.parameters()]
     penalty_weight = gradient_penalty_weight(recipe.phi)
-    real = torch.rand((batch_size, 3, generator.config.image_size, generator.config.image_size), device=device) * 2 - 1
+    size = generator.config.image_size
+    real = torch.rand((batch_size, generator.config.out_channels, size, size), device=device) * 2 - 1
 
     def critic(images: torch.Tensor) -> torch.Tensor:  # DiffAugment inside every D call, as in the official D
         return discriminator(augment(images)).logits
