@@ -1089,11 +1089,13 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         export_pipeline(args, accelerator, pipeline, pipeline_dir, samples_image, state,
                         metric_evaluation.latest if metric_evaluation else None)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # Leave the process group together: a rank exiting while another still tears gloo down can hang the latter.
-        accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
+    if accelerator.num_processes > 1:
+        # gloo's worker threads free their last finished work (whose tensors Python owns) once they get the GIL. The
+        # process group's destructor joins those threads and runs, GIL held, when the DDP wrappers are freed as `main`
+        # returns: a worker still waiting for the GIL then deadlocks the rank (py-spy: ~ProcessGroupGloo in
+        # thread::join, the worker in ~AsyncBarrierWork acquiring the GIL; 1 run in ~20). Sleeping hands them the GIL.
+        time.sleep(0.25)
+    accelerator.end_training()  # destroys the process group
     kimg = state.kimg(args.train_batch_size)
     if accelerator.is_main_process:
         minutes = state.train_seconds / 60
