@@ -93,8 +93,9 @@ def numpy_latents(batch_size: int, latent_dim: int, device: torch.device) -> tor
     return torch.tensor(np.random.normal(0, 1, (batch_size, latent_dim)), dtype=torch.float32, device=device)
 
 
-def check_outputs(generator: TransGANGenerator, discriminator: TransGANDiscriminator, device: torch.device) -> str:
-    """Largest relative difference between the written-out forwards and the package's own (same weights)."""
+def swap_and_check(generator: TransGANGenerator, discriminator: TransGANDiscriminator, device: torch.device) -> str:
+    """`official_pattern` on both networks, checking that their outputs stay the package's (same weights); returns
+    the largest relative difference."""
     torch.manual_seed(0)
     latents = torch.randn(2, generator.config.latent_dim, device=device)
     config = discriminator.config
@@ -129,8 +130,11 @@ def main() -> None:
     torch.manual_seed(0)
     generator = TransGANGenerator(TransGANGeneratorConfig.from_preset(args.preset)).to(device)
     discriminator = TransGANDiscriminator(TransGANDiscriminatorConfig.from_preset(args.preset)).to(device)
-    checked = check_outputs(generator, discriminator, device) if args.check else "not run (--check)"
-    official_pattern(generator), official_pattern(discriminator)
+    if args.check:
+        checked = swap_and_check(generator, discriminator, device)
+    else:
+        checked = "not run (--check)"
+        official_pattern(generator), official_pattern(discriminator)
     latent_dim = generator.config.latent_dim
     lines = {"preset": args.preset, "device": str(device), "pattern": "official code (re-enacted), fp32",
              "forwards vs package": checked}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CPU benchmark table of benchmarks/README.md: CIFAR-10 preset, official batch sizes (D 8, G 16, sampling 64),
 # fp32 and bf16 autocast, between two runs of the official code's computation (official_reference.py) so that every
-# ratio comes from runs side by side. Run it alone on an otherwise idle machine (other programs on the two cores make OpenMP
-# kernels many times slower). Prints one JSON line per configuration (the scripts' last line, tagged).
+# ratio comes from runs side by side. Run it alone on an otherwise idle machine (other programs on the two cores make
+# OpenMP kernels many times slower). Prints one JSON line per configuration (the scripts' last line, tagged).
 set -euo pipefail
 cd "$(dirname "$0")"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # as training/train.py sets it
