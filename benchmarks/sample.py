@@ -24,6 +24,7 @@ from transgan_hf import (
     TransGANPipeline,
 )
 from transgan_hf.commands.generate import DTYPES
+from transgan_hf.cpu_memory import reuse_freed_cpu_memory
 
 
 def main() -> None:
@@ -33,8 +34,12 @@ def main() -> None:
     parser.add_argument("--num_candidates", type=int, default=1, help="discriminator ranking (draws k x batch)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="weights and compute in this type (as `transgan generate --dtype`)")
+    parser.add_argument("--cpu_memory_reuse", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep freed memory for reuse on a CPU, as `transgan generate` does (default: on)")
     args = parser.parse_args()
     device = setup(args)
+    if args.cpu_memory_reuse and device.type == "cpu":
+        reuse_freed_cpu_memory()
     generator = TransGANGenerator(TransGANGeneratorConfig.from_preset(args.preset))
     discriminator = None
     if args.num_candidates > 1:

@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--gp_interval", type=int, default=1,
                         help="lazy gradient penalty (training/train.py --gp_interval): the D step is then the mean "
                              "over N D steps, the first with the penalty")
+    parser.add_argument("--cpu_memory_reuse", action=argparse.BooleanOptionalAction, default=True,
+                        help="training/train.py --cpu_memory_reuse (default on, as in training)")
     args = parser.parse_args()
     device = setup(args)
     train = load_training_script()
@@ -53,9 +55,11 @@ def main() -> None:
         flags += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
         flags += ["--compile"] if args.compile else []
         flags += ["--gp_interval", str(args.gp_interval)]
+        flags += [] if args.cpu_memory_reuse else ["--no-cpu_memory_reuse"]
         train_args = train.parse_args(flags)
         g_config, d_config = train.load_model_configs(train_args)
         accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
+        train.configure_cpu_memory(train_args, accelerator.device)
         generator, discriminator, ema = train.build_models(train_args, g_config, d_config, accelerator.device)
         g_opt, d_opt = train.build_optimizers(train_args, generator, discriminator)
         generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)

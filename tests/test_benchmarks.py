@@ -100,12 +100,13 @@ def test_official_reference_refuses_mixed_precision() -> None:
 def test_side_by_side_reports_a_ratio_per_configuration() -> None:
     result = subprocess.run(
         [sys.executable, "side_by_side.py", "--preset", "tiny", "--rounds", "1", "--steps", "1", "--warmup", "0",
-         "--sample_batch_size", "8"],
+         "--sample_batch_size", "8", "--also_official_with_cpu_memory_reuse"],
         cwd=BENCHMARKS, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     names = {"train fp32", "train bf16", "train bf16 gp_interval 2", "sample fp32", "sample bf16",
              "sample bf16 weights"}
+    names |= {f"{name} vs official + reuse" for name in names}
     assert set(summary["median_speedup"]) == names == set(summary["rounds"])
     assert all(len(values) == 1 and values[0] > 0 for values in summary["rounds"].values())

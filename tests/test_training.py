@@ -178,6 +178,18 @@ def test_fused_adam_is_on_for_official_presets_and_off_for_the_demo_recipe():
     assert not any(opt.defaults["fused"] for opt in train.build_optimizers(tiny, *networks))
 
 
+def test_cpu_memory_reuse_is_on_by_default_for_cpu_runs_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(train, "reuse_freed_cpu_memory", lambda: calls.append(1) or True)
+    on, off = train.parse_args([]), train.parse_args(["--no-cpu_memory_reuse"])
+    assert (on.cpu_memory_reuse, off.cpu_memory_reuse) == (True, False)
+    train.configure_cpu_memory(off, torch.device("cpu"))
+    train.configure_cpu_memory(on, torch.device("cuda"))
+    assert not calls
+    train.configure_cpu_memory(on, torch.device("cpu"))
+    assert calls == [1]
+
+
 def test_resolution_the_preset_cannot_produce_is_refused():
     args = train.parse_args(["--resolution", "48"])
     with pytest.raises(CommandError, match=r"--resolution 48 cannot be produced by the 'tiny' preset.*32x32"):

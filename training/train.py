@@ -89,6 +89,7 @@ from transgan_hf import (
 from transgan_hf.augment import DiffAugment
 from transgan_hf.cli import CommandError
 from transgan_hf.commands.evaluate import model_card_entries
+from transgan_hf.cpu_memory import reuse_freed_cpu_memory
 from transgan_hf.data import (
     MNIST_5K,
     CorruptImageError,
@@ -217,6 +218,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no",
                      help="autocast precision; bf16 is the safe choice for GANs (fp16 shares one loss scaler)")
     run.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
+    run.add_argument("--cpu_memory_reuse", action=argparse.BooleanOptionalAction, default=True,
+                     help="on a CPU, keep freed memory in the process for reuse instead of returning it to the system "
+                          "after every step (glibc): 10-20%% faster steps, same peak memory (default: on)")
     run.add_argument("--logging_steps", type=int)
     run.add_argument("--save_images_steps", type=int)
     run.add_argument("--num_sample_images", type=int, default=64, help="images in each sample grid (a square)")
@@ -955,6 +959,12 @@ def build_models(args: argparse.Namespace, generator_config: TransGANGeneratorCo
     return generator, discriminator, ema
 
 
+def configure_cpu_memory(args: argparse.Namespace, device: torch.device) -> None:
+    """`--cpu_memory_reuse` (default on) for a CPU run: see `transgan_hf.cpu_memory`."""
+    if args.cpu_memory_reuse and device.type == "cpu" and not reuse_freed_cpu_memory():
+        logger.info("--cpu_memory_reuse has no effect here (the C library is not glibc).")
+
+
 def build_optimizers(args: argparse.Namespace, generator: torch.nn.Module, discriminator: torch.nn.Module):
     """Adam for each network; `--fused_adam` (official presets) updates all tensors in one kernel."""
     adam = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
@@ -980,6 +990,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     check_batch_sizes(args, accelerator.num_processes)
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
+    configure_cpu_memory(args, accelerator.device)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*output_dir.glob("checkpoint-*.tmp"), *output_dir.glob("checkpoint-*.old")]:

@@ -13,6 +13,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from ..cli import CommandError
+from ..cpu_memory import reuse_freed_cpu_memory
 from ..pipeline_transgan import TransGANPipeline, check_positive_int, check_truncation
 
 MAX_SEEDS = 1_000_000
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        reuse_freed_cpu_memory()  # a batch job: freed activations are reused by the next batch (cpu_memory.py)
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise CommandError(f"--outdir {str(outdir)!r} is a file; pass a folder.")
