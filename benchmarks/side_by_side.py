@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,11 @@ OURS_TRAIN = {
     "train fp32": [],
     "train bf16": ["--mixed_precision", "bf16"],
     "train bf16 gp_interval 2": ["--mixed_precision", "bf16", "--gp_interval", "2"],
+    "train bf16 gp_interval 2 OMP active": ["--mixed_precision", "bf16", "--gp_interval", "2"],
 }
+# Environment of a configuration: training/train.py lets idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) unless
+# told otherwise, which training/README.md advises against on a dedicated machine.
+ENVIRONMENT = {"train bf16 gp_interval 2 OMP active": {"OMP_WAIT_POLICY": "ACTIVE"}}
 OURS_SAMPLE = {
     "sample fp32": [],
     "sample bf16": ["--mixed_precision", "bf16"],
@@ -35,9 +40,10 @@ OURS_SAMPLE = {
 }
 
 
-def run(script: str, *flags: str) -> dict[str, float]:
-    """One benchmark process; its last stdout line is the result."""
-    result = subprocess.run([sys.executable, script, *flags], cwd=HERE, capture_output=True, text=True)
+def run(script: str, *flags: str, environment: dict[str, str] | None = None) -> dict[str, float]:
+    """One benchmark process (with `environment` added to ours); its last stdout line is the result."""
+    result = subprocess.run([sys.executable, script, *flags], cwd=HERE, capture_output=True, text=True,
+                            env={**os.environ, **(environment or {})})
     if result.returncode != 0:
         raise SystemExit(f"error: {script} {' '.join(flags)} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -90,7 +96,7 @@ def train_round(round_index: int, flags: list[str], ours: dict[str, list[str]], 
         print(f"round {round_index + 1}: official{suffix.removeprefix(' vs official')} train step "
               f"{official_step[suffix]:.2f} s", flush=True)
     for name, extra in ours.items():
-        result = run("train_step.py", *flags, *extra)
+        result = run("train_step.py", *flags, *extra, environment=ENVIRONMENT.get(name))
         step = result["d_step_s"] + result["g_step_s"]
         for suffix, official in official_step.items():
             ratios[name + suffix].append(round(official / step, 3))

@@ -14,6 +14,13 @@ Real images are random tensors: speed does not depend on the data.
 
 from __future__ import annotations
 
+import os
+
+# The OpenMP wait policy of training/train.py, which sets it before torch loads (an explicit setting wins): the steps
+# are timed the way training runs them. `OMP_WAIT_POLICY=ACTIVE python benchmarks/train_step.py` times the setting
+# that training/README.md recommends on a dedicated machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import importlib.util
 import sys
@@ -80,6 +87,7 @@ def main() -> None:
     report(
         {"preset": args.preset, "device": str(device), "mixed_precision": args.mixed_precision,
          "D batch / G batch": f"{args.batch_size} / {args.gen_batch_size}", "gp_interval": str(args.gp_interval),
+         "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
          "D step (s, median)": f"{d_seconds:.3f}", "G step (s, median)": f"{g_seconds:.3f}",
          "D images/s": f"{args.batch_size / d_seconds:.2f}", "G images/s": f"{args.gen_batch_size / g_seconds:.2f}",
          "peak memory (MB)": f"{memory:.0f}"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ from transgan_hf import (
     TransGANGeneratorConfig,
 )
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
 
 
 def load_official_reference():
@@ -105,8 +107,16 @@ def test_side_by_side_reports_a_ratio_per_configuration() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    names = {"train fp32", "train bf16", "train bf16 gp_interval 2", "sample fp32", "sample bf16",
-             "sample bf16 weights"}
+    names = {"train fp32", "train bf16", "train bf16 gp_interval 2", "train bf16 gp_interval 2 OMP active",
+             "sample fp32", "sample bf16", "sample bf16 weights"}
     names |= {f"{name} vs official + reuse" for name in names}
     assert set(summary["median_speedup"]) == names == set(summary["rounds"])
     assert all(len(values) == 1 and values[0] > 0 for values in summary["rounds"].values())
+
+
+def test_train_step_benchmark_times_training_with_its_openmp_wait_policy() -> None:
+    """training/train.py sets OMP_WAIT_POLICY before torch loads; the benchmark must time the same setting."""
+    pattern = re.compile(r'^os\.environ\.setdefault\("OMP_WAIT_POLICY", "(\w+)"\)$', re.MULTILINE)
+    training = pattern.findall((ROOT / "training" / "train.py").read_text())
+    benchmark = pattern.findall((BENCHMARKS / "train_step.py").read_text())
+    assert training == benchmark == ["PASSIVE"]
