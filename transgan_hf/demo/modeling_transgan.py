@@ -189,9 +189,10 @@ class AttentionWithBiasGradient(torch.autograd.Function):
     discriminator under a gradient penalty) keep SDPA. On CUDA, SDPA's memory-efficient kernel already does this.
     """
 
-    # Attention-map elements recomputed at once in the backward (fp32: 1 MiB): 16x16 windows go 4 samples at a time,
-    # a 32x32 grid's 1,024 x 1,024 map one sample at a time. Larger chunks measured slower (cache).
-    chunk_elements = 2**18
+    # Attention-map elements recomputed at once in the backward (fp32: 4 MiB): a 32x32 grid's 1,024 x 1,024 map one
+    # sample at a time, 16x16 grids or windows 16 samples at a time. Fewer, larger products matter when idle OpenMP
+    # threads sleep between kernels (training's OMP_WAIT_POLICY=PASSIVE).
+    chunk_elements = 2**20
 
     @staticmethod
     def forward(ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -206,8 +207,16 @@ class AttentionWithBiasGradient(torch.autograd.Function):
         query, key, value, bias, output, logsumexp = ctx.saved_tensors
         batch, heads, tokens, head_dim = query.shape
         scale = head_dim**-0.5
-        # softmax backward: dS = P * (dP - rowsum(dO * O)), with dP = dO v^T
-        row_dot = (grad_output.float() * output.float()).sum(-1, keepdim=True)
+        grad_out = grad_output.float()
+        # Softmax backward: dS = P * (dO v^T - rowsum(dO * O)). One extra column on each operand folds the row terms
+        # into the products: [q * scale, -lse] [k, 1]^T + bias = log P, and [dO, -rowsum] [v, 1]^T = dP - rowsum.
+        ones = query.new_ones((batch, heads, tokens, 1), dtype=torch.float32)
+        query_scaled = query.float() * scale
+        query_ext = torch.cat([query_scaled, -logsumexp.float().unsqueeze(-1)], dim=-1)
+        key_ext = torch.cat([key.float(), ones], dim=-1)
+        grad_out_ext = torch.cat([grad_out, -(grad_out * output.float()).sum(-1, keepdim=True)], dim=-1)
+        value_ext = torch.cat([value.float(), ones], dim=-1)
+        key_scaled = key.float() * scale
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
         grad_bias = torch.zeros(bias.shape[1:], dtype=torch.float32, device=bias.device)
         step = max(1, AttentionWithBiasGradient.chunk_elements // (tokens * tokens))
@@ -215,14 +224,12 @@ class AttentionWithBiasGradient(torch.autograd.Function):
             head_bias = bias[0, head].float()  # the maps' memory traffic is not
             for start in range(0, batch, step):
                 rows = slice(start, start + step)
-                q, k, v, d_out = (t[rows, head].float() for t in (query, key, value, grad_output))
-                probs = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(head_bias)
-                probs = probs.sub_(logsumexp[rows, head].unsqueeze(-1)).exp_()
-                grad_value[rows, head] = torch.matmul(probs.transpose(-1, -2), d_out)
-                grad_scores = probs.mul_(torch.matmul(d_out, v.transpose(-1, -2)).sub_(row_dot[rows, head]))
-                grad_bias[head] += grad_scores.sum(0)
-                grad_query[rows, head] = torch.matmul(grad_scores, k).mul_(scale)
-                grad_key[rows, head] = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(scale)
+                probs = torch.baddbmm(head_bias, query_ext[rows, head], key_ext[rows, head].transpose(-1, -2)).exp_()
+                grad_value[rows, head] = torch.bmm(probs.transpose(-1, -2), grad_out[rows, head])
+                grad_scores = probs.mul_(torch.bmm(grad_out_ext[rows, head], value_ext[rows, head].transpose(-1, -2)))
+                grad_bias[head] += grad_scores.sum(0) if grad_scores.shape[0] > 1 else grad_scores[0]
+                grad_query[rows, head] = torch.bmm(grad_scores, key_scaled[rows, head])
+                grad_key[rows, head] = torch.bmm(grad_scores.transpose(-1, -2), query_scaled[rows, head])
         return grad_query, grad_key, grad_value, grad_bias.unsqueeze(0).to(bias.dtype)
 
 
