@@ -75,48 +75,40 @@ def main() -> None:
     ratios: dict[str, list[float]] = {name + suffix: [] for suffix in officials for name in (*ours_train, *ours_sample)}
     for round_index in range(args.rounds):
         if ours_train:
-            train_round(round_index, train, ours_train, officials, ratios)
+            paired_round(round_index, "train_step.py", train, ours_train, officials, ratios)
         if ours_sample:
-            sample_round(round_index, sample, ours_sample, officials, ratios)
+            paired_round(round_index, "sample.py", sample, ours_sample, officials, ratios)
     medians = {name: round(statistics.median(values), 3) for name, values in ratios.items()}
     for name, value in medians.items():
         print(f"{name:<48} median {value:.2f}x  (rounds: {', '.join(f'{r:.2f}' for r in ratios[name])})")
     print(json.dumps({"median_speedup": medians, "rounds": ratios}))
 
 
-Ratios = dict[str, list[float]]
+def training_speed(result: dict[str, float]) -> float:
+    return 1 / (result["d_step_s"] + result["g_step_s"])
 
 
-def train_round(round_index: int, flags: list[str], ours: dict[str, list[str]], officials: dict[str, list[str]],
-                ratios: Ratios) -> None:
-    official_step = {}
+TASKS = {  # our script -> the official re-enactment's task, speed from a result (higher is faster), how it is shown
+    "train_step.py": ("train_step", training_speed, lambda speed: f"train step {1 / speed:.2f} s"),
+    "sample.py": ("sample", lambda result: result["images_per_s"], lambda speed: f"sampling {speed:.2f} images/s"),
+}
+
+
+def paired_round(round_index: int, script: str, flags: list[str], ours: dict[str, list[str]],
+                 officials: dict[str, list[str]], ratios: dict[str, list[float]]) -> None:
+    """The official code (once per entry of `officials`), then each of our configurations; ratio = our speed / its."""
+    task, speed_of, shown = TASKS[script]
+    official_speed = {}
     for suffix, extra in officials.items():
-        official = run("official_reference.py", "train_step", *flags, *extra)
-        official_step[suffix] = official["d_step_s"] + official["g_step_s"]
-        print(f"round {round_index + 1}: official{suffix.removeprefix(' vs official')} train step "
-              f"{official_step[suffix]:.2f} s", flush=True)
+        official_speed[suffix] = speed_of(run("official_reference.py", task, *flags, *extra))
+        print(f"round {round_index + 1}: official{suffix.removeprefix(' vs official')} {shown(official_speed[suffix])}",
+              flush=True)
     for name, extra in ours.items():
-        result = run("train_step.py", *flags, *extra, environment=ENVIRONMENT.get(name))
-        step = result["d_step_s"] + result["g_step_s"]
-        for suffix, official in official_step.items():
-            ratios[name + suffix].append(round(official / step, 3))
-        speedups = ", ".join(f"{official / step:.2f}x" for official in official_step.values())
-        print(f"  {name:<26} {step:.2f} s  {speedups}", flush=True)
-
-
-def sample_round(round_index: int, flags: list[str], ours: dict[str, list[str]], officials: dict[str, list[str]],
-                 ratios: Ratios) -> None:
-    official_rate = {}
-    for suffix, extra in officials.items():
-        official_rate[suffix] = run("official_reference.py", "sample", *flags, *extra)["images_per_s"]
-        print(f"round {round_index + 1}: official{suffix.removeprefix(' vs official')} sampling "
-              f"{official_rate[suffix]:.2f} images/s", flush=True)
-    for name, extra in ours.items():
-        images_per_s = run("sample.py", *flags, *extra)["images_per_s"]
-        for suffix, official in official_rate.items():
-            ratios[name + suffix].append(round(images_per_s / official, 3))
-        speedups = ", ".join(f"{images_per_s / official:.2f}x" for official in official_rate.values())
-        print(f"  {name:<26} {images_per_s:.2f} images/s  {speedups}", flush=True)
+        speed = speed_of(run(script, *flags, *extra, environment=ENVIRONMENT.get(name)))
+        for suffix, official in official_speed.items():
+            ratios[name + suffix].append(round(speed / official, 3))
+        speedups = ", ".join(f"{speed / official:.2f}x" for official in official_speed.values())
+        print(f"  {name:<26} {shown(speed)}  {speedups}", flush=True)
 
 
 if __name__ == "__main__":

@@ -210,13 +210,12 @@ class AttentionWithBiasGradient(torch.autograd.Function):
         grad_out = grad_output.float()
         # Softmax backward: dS = P * (dO v^T - rowsum(dO * O)). One extra column on each operand folds the row terms
         # into the products: [q * scale, -lse] [k, 1]^T + bias = log P, and [dO, -rowsum] [v, 1]^T = dP - rowsum.
-        ones = query.new_ones((batch, heads, tokens, 1), dtype=torch.float32)
-        query_scaled = query.float() * scale
+        query_scaled, key_float = query.float() * scale, key.float()
         query_ext = torch.cat([query_scaled, -logsumexp.float().unsqueeze(-1)], dim=-1)
-        key_ext = torch.cat([key.float(), ones], dim=-1)
+        key_ext = F.pad(key_float, (0, 1), value=1.0)
         grad_out_ext = torch.cat([grad_out, -(grad_out * output.float()).sum(-1, keepdim=True)], dim=-1)
-        value_ext = torch.cat([value.float(), ones], dim=-1)
-        key_scaled = key.float() * scale
+        value_ext = F.pad(value.float(), (0, 1), value=1.0)
+        key_scaled = key_float * scale
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
         grad_bias = torch.zeros(bias.shape[1:], dtype=torch.float32, device=bias.device)
         step = max(1, AttentionWithBiasGradient.chunk_elements // (tokens * tokens))
