@@ -1,12 +1,14 @@
 """The Gradio Space (spaces/app.py), started like the Hub starts it (`python app.py`, port from GRADIO_SERVER_PORT,
-model from TRANSGAN_MODEL) and driven through gradio_client: the documented API, seeded reproducibility, bad inputs,
-and the app's model cache and default model in-process."""
+models from TRANSGAN_SPACE_MODELS) and driven through gradio_client: the documented API, seeded reproducibility, bad
+inputs, a `model` that names anything but a served model, and in-process the configuration and model cache."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -44,6 +46,12 @@ def import_app():
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def space_models_setting(models: tuple[Path, Path]) -> str:
+    """TRANSGAN_SPACE_MODELS serving both models under their folder names, `tiny` (the default) and
+    `tiny-no-discriminator`."""
+    return ",".join(str(model) for model in models)
 
 
 def save_space_models(folder: Path) -> tuple[Path, Path]:
@@ -87,10 +95,11 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory) -> str:
-    """`python spaces/app.py` on a free port chosen through GRADIO_SERVER_PORT, serving the tiny model."""
+    """`python spaces/app.py` on a free port chosen through GRADIO_SERVER_PORT, serving the two tiny models."""
     work = tmp_path_factory.mktemp("space_server")
     port = free_port()
-    env = {**os.environ, "TRANSGAN_MODEL": str(models[0]), "GRADIO_SERVER_PORT": str(port),
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TRANSGAN_", "GRADIO_"))}
+    env |= {"TRANSGAN_SPACE_MODELS": space_models_setting(models), "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(work / "gradio"), "HF_HUB_OFFLINE": "1",
            "HF_HUB_CACHE": str(work / "hf_cache")}
     log = work / "server.log"
@@ -126,7 +135,8 @@ def test_api_lists_generate_and_interpolate_with_documented_parameters(client, m
     assert sorted(endpoints) == ["/generate", "/interpolate"]  # UI helpers are private
     generate = endpoints["/generate"]["parameters"]
     assert [p["parameter_name"] for p in generate] == ["seed", "num_images", "truncation", "num_candidates", "model"]
-    assert generate[-1]["parameter_default"] == str(models[0])  # TRANSGAN_MODEL is the default model
+    assert generate[-1]["parameter_default"] == "tiny"  # the first served model, by name
+    assert generate[-1]["type"]["enum"] == ["tiny", "tiny-no-discriminator"]  # a choice, not a path
     interpolate = endpoints["/interpolate"]["parameters"]
     assert [p["parameter_name"] for p in interpolate] == ["seed_a", "seed_b", "num_steps", "truncation", "model"]
 
@@ -190,13 +200,19 @@ def test_interpolate_returns_frames_from_seed_a_and_an_animated_gif(client):
         ("/generate", dict(seed=0, num_images=1, truncation=-0.1, num_candidates=1), "Truncation must be"),
         ("/generate", dict(seed=0, num_images=1, truncation=0.7, num_candidates=0), "Best of N .* from 1 to 8"),
         ("/generate", dict(seed=0, num_images=64, truncation=0.7, num_candidates=8), "at most 256"),
-        ("/generate", dict(seed=0, num_images=1, truncation=0.7, num_candidates=1, model="/no/such/model"),
-         "Cannot load model '/no/such/model'.*not a folder"),
-        ("/generate", dict(seed=0, num_images=1, truncation=0.7, num_candidates=1, model="org/not-in-cache"),
-         "Cannot load model 'org/not-in-cache'.*cannot be reached"),
+        ("/generate", dict(seed=0, num_images=True, truncation=0.7, num_candidates=1), "Number of images must be"),
+        ("/generate", dict(seed=0, num_images=1, truncation="0.7", num_candidates=1), "Truncation must be"),
+        ("/generate", dict(seed=1.5, num_images=1, truncation=0.7, num_candidates=1), "Seed must be .* got 1.5"),
+        ("/generate", dict(seed=2**32, num_images=1, truncation=0.7, num_candidates=1), "from 0 to 4294967295"),
+        ("/generate", dict(seed=0, num_images=1, truncation=0.7, num_candidates=9), "Best of N .* got 9"),
+        ("/generate", dict(seed=0, num_images=1, truncation=0.7, num_candidates=1, model=["tiny"]),
+         r"Unknown model \['tiny'\]; this Space serves: tiny, tiny-no-discriminator\.$"),
+        ("/generate", dict(seed=0, num_images="1" * 10000, truncation=0.7, num_candidates=1), r"got '1{76}\.\.\.\.$"),
         ("/interpolate", dict(seed_a=0, seed_b=1, num_steps=1), "Steps must be a whole number from 2 to 32"),
         ("/interpolate", dict(seed_a=0, seed_b=1, num_steps=5000), "Steps must be .* got 5000"),
         ("/interpolate", dict(seed_a=0, seed_b=2**40, num_steps=4), "End seed must be"),
+        ("/interpolate", dict(seed_a=0, seed_b=1, num_steps=4, truncation=2), "Truncation must be"),
+        ("/interpolate", dict(seed_a=0, seed_b=1, num_steps=4, model="/proc/self"), "Unknown model '/proc/self'"),
     ],
 )
 def test_bad_inputs_give_clear_errors(client, api_name, arguments, message):
@@ -204,12 +220,38 @@ def test_bad_inputs_give_clear_errors(client, api_name, arguments, message):
         client.predict(**arguments, api_name=api_name)
 
 
-def test_best_of_n_without_a_discriminator_is_refused_and_the_app_keeps_serving(client, models):
-    generator_only = str(models[1])
+def test_best_of_n_without_a_discriminator_is_refused_and_the_app_keeps_serving(client):
     with pytest.raises(AppError, match="saved without its discriminator"):
-        client.predict(0, 2, 0.7, 3, generator_only, api_name="/generate")
-    assert len(client.predict(0, 2, 0.7, 1, generator_only, api_name="/generate")) == 2
+        client.predict(0, 2, 0.7, 3, "tiny-no-discriminator", api_name="/generate")
+    assert len(client.predict(0, 2, 0.7, 1, "tiny-no-discriminator", api_name="/generate")) == 2
     assert len(client.predict(0, 4, 0.7, 2, api_name="/generate")) == 4  # the default model again
+
+
+def test_every_served_model_answers_by_name(client, models):
+    """Both configured models are served: the second one's images are its own generator's, not the default's."""
+    second = TransGANPipeline.from_pretrained(models[1])
+    expected = second(generator=torch.Generator().manual_seed(4), truncation=0.7).images[0]
+    for endpoint, arguments in [("/generate", (4, 1, 0.7, 1)), ("/interpolate", (4, 5, 2, 0.7))]:
+        result = client.predict(*arguments, "tiny-no-discriminator", api_name=endpoint)
+        first_image = (result[0] if endpoint == "/interpolate" else result)[0]["image"]
+        assert np.abs(pixels(first_image) - pipeline_pixels(expected)).max() <= 1
+
+
+def not_a_model_values(tmp_path: Path, models: tuple[Path, Path]) -> list[str]:
+    """`model` values a prober would try: served folders by path, paths that exist or not, a Hub-like id."""
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "a-file.txt").write_text("x")
+    return [str(models[0]), str(models[0]) + "/", "/proc/self", "/proc/self/environ", "/no/such/model",
+            str(tmp_path / "not-a-model"), str(tmp_path / "a-file.txt"), "../../etc", "~", ".", "org/not-in-cache",
+            "TINY", "tiny\x00"]
+
+
+def test_a_model_that_is_not_served_gets_the_same_message_whatever_is_on_disk(client, models, tmp_path):
+    for value in not_a_model_values(tmp_path, models):
+        with pytest.raises(AppError) as refused:
+            client.predict(0, 1, 0.7, 1, value, api_name="/generate")
+        assert str(refused.value) == f"Unknown model {value!r}; this Space serves: tiny, tiny-no-discriminator."
+        assert str(os.getpid()) not in str(refused.value)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -248,76 +290,210 @@ def app():
     return import_app()
 
 
-def test_default_model_comes_from_env_then_the_bundled_demo(app, monkeypatch, tmp_path):
-    monkeypatch.setenv("TRANSGAN_MODEL", " org/some-model ")
-    assert app.default_model() == "org/some-model"
-    monkeypatch.delenv("TRANSGAN_MODEL")
-    monkeypatch.setattr(app, "DEMO_MODEL_DIR", tmp_path / "demo")
-    with pytest.raises(OSError, match="set the TRANSGAN_MODEL environment variable"):
-        app.default_model()
-    (tmp_path / "demo").mkdir()
-    (tmp_path / "demo" / "model_index.json").write_text("{}")
-    assert app.default_model() == str(tmp_path / "demo")
+def test_models_come_from_flags_then_the_environment_then_the_bundled_demo(app, models, monkeypatch, tmp_path):
+    config = app.load_config([], environ={})
+    assert config.names == ["demo"] and config.models[0].source == str(app.DEMO_MODEL_DIR) and not config.allow_hub
+    for variable in ("TRANSGAN_SPACE_MODELS", "TRANSGAN_MODEL"):
+        monkeypatch.delenv(variable, raising=False)
+    assert app.default_model() == str(app.DEMO_MODEL_DIR)
 
+    environ = {"TRANSGAN_SPACE_MODELS": f" mine = {models[1]} , {models[0]}, stl10=org/transgan-stl10, org/other ",
+               "TRANSGAN_CONCURRENCY": "3", "TRANSGAN_SPACE_ALLOW_HUB": "yes"}
+    config = app.load_config([], environ=environ)
+    assert config.names == ["mine", "tiny", "stl10", "org/other"] and config.allow_hub and config.concurrency == 3
+    assert [(m.source, m.is_hub) for m in config.models] == [
+        (str(models[1]), False), (str(models[0]), False), ("org/transgan-stl10", True), ("org/other", True)]
+    assert (config.queue_size, config.cached_models) == (32, 2)
 
-def test_app_without_any_model_starts_and_says_what_to_do(app, monkeypatch, tmp_path):
-    monkeypatch.delenv("TRANSGAN_MODEL", raising=False)
+    flags = ["--models", f"x={models[0]}", "--concurrency", "1", "--queue_size", "5", "--cached_models", "4"]
+    config = app.load_config(flags, environ=environ)  # flags win over the environment
+    assert config.names == ["x"] and (config.concurrency, config.queue_size, config.cached_models) == (1, 5, 4)
+    assert app.load_config([], environ={"TRANSGAN_MODEL": str(models[0])}).names == ["tiny"]  # the older spelling
+
     monkeypatch.setattr(app, "DEMO_MODEL_DIR", tmp_path / "missing")
-    summary, card = app.describe_model("")
-    assert summary.startswith("⚠️ No model to show: set the TRANSGAN_MODEL") and card == ""
-    with pytest.raises(app.gr.Error, match="No model to show"):
-        app.generate(0, 1, 0.7, 1, "")
-    app.build_demo()  # the UI still builds; the message is shown in place of the model summary
+    with pytest.raises(app.ConfigError, match="No model to serve: the bundled demo model .* set TRANSGAN_SPACE_MODELS"):
+        app.load_config([], environ={})
 
 
-def test_pipeline_cache_loads_each_model_once_and_evicts_the_least_recent(app, models, monkeypatch):
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        ([], {"TRANSGAN_SPACE_MODELS": "/etc"}, "TRANSGAN_SPACE_MODELS: the folder '/etc' has no model_index.json"),
+        (["--models", "a=/no/such"], {}, "--models: '/no/such' is neither a folder nor a Hub repo id"),
+        (["--models", "a=org/x,a=org/y"], {}, "two models are named 'a'"),
+        (["--models", "a="], {}, "'a=' names no folder or Hub repo id"),
+        (["--models", " , "], {}, "--models lists no model"),
+        ([], {"TRANSGAN_SPACE_ALLOW_HUB": "maybe"}, "TRANSGAN_SPACE_ALLOW_HUB must be 1/true/yes or 0/false/no"),
+        ([], {"TRANSGAN_QUEUE_SIZE": "-1"}, "TRANSGAN_QUEUE_SIZE must be a whole number >= 1, got '-1'"),
+        (["--concurrency", "two"], {}, "--concurrency must be a whole number >= 1"),
+        ([], {"TRANSGAN_MODEL": "org/x", "TRANSGAN_SPACE_MODELS": "org/y"}, "TRANSGAN_MODEL and TRANSGAN_SPACE_MODELS"),
+        (["--port", "1"], {}, "unrecognized arguments: --port 1 .*--help"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(app, argv, environ, message):
+    with pytest.raises(app.ConfigError, match=message):
+        app.load_config(argv, environ=environ)
+
+
+def test_the_script_prints_help_and_refuses_bad_settings_without_starting(models):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRANSGAN_")}
+    shown = subprocess.run([sys.executable, str(APP_FILE), "--help"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0 and "TRANSGAN_SPACE_MODELS" in shown.stdout and "--allow_hub" in shown.stdout
+    refused = subprocess.run([sys.executable, str(APP_FILE), "--models", "/no/such"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == ("error: --models: '/no/such' is neither a folder nor a Hub repo id (org/name); give a "
+                              "saved TransGANPipeline folder or a Hub repo id.\n")
+
+
+@pytest.fixture()
+def space(app, models):
+    return app.Space(app.load_config(["--models", space_models_setting(models)], environ={}))
+
+
+def test_describe_model_and_interpolate_answer_unknown_models_like_generate(app, space, models, tmp_path):
+    for value in not_a_model_values(tmp_path, models):
+        message = f"Unknown model {value!r}; this Space serves: tiny, tiny-no-discriminator."
+        assert space.describe_model(value) == (f"⚠️ {message}", "")
+        with pytest.raises(app.gr.Error) as refused:
+            space.interpolate(0, 1, 2, 0.7, value)
+        assert refused.value.message == message
+    summary, card = space.describe_model("tiny-no-discriminator")
+    assert summary.startswith("**Model** `tiny-no-discriminator`: 16×16") and str(models[1]) not in summary
+
+
+def test_non_finite_numbers_are_refused_by_name(app, space):
+    """What JSON cannot carry, but a Python caller of the handlers can."""
+    for arguments, message in [
+        ((0, 1, float("nan"), 1), "Truncation must be a number from 0 (off) to 1, got nan."),
+        ((float("inf"), 1, 0.7, 1), "Seed must be a whole number from 0 to 4294967295, got inf."),
+    ]:
+        with pytest.raises(app.gr.Error) as refused:
+            space.generate(*arguments)
+        assert refused.value.message == message
+
+
+def fake_hub_cache(cache: Path, repo_id: str, pipeline_folder: Path) -> None:
+    """A Hugging Face cache holding `pipeline_folder` as the snapshot of `repo_id` (what `hf download` leaves)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(pipeline_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_ids_are_served_only_when_allowed_and_never_read_from_the_servers_disk(app, models, tmp_path,
+                                                                                     monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    fake_hub_cache(tmp_path / "hub", "org/tiny", models[0])
+    (tmp_path / "work" / "local").mkdir(parents=True)  # a pipeline folder at the relative path `local/model`
+    shutil.copytree(models[0], tmp_path / "work" / "local" / "model")
+    monkeypatch.chdir(tmp_path / "work")
+
+    configured = app.Space(app.load_config(["--models", f"hub=org/tiny,{models[1]}"], environ={}))
+    assert len(configured.generate(3, 2, 0.7, 2, "hub")) == 2  # a configured Hub id, from the cache
+    for value in ["org/tiny", "local/model"]:  # Hub ids beyond the configured ones need --allow_hub
+        with pytest.raises(app.gr.Error) as refused:
+            configured.generate(3, 1, 0.7, 1, value)
+        assert refused.value.message == f"Unknown model {value!r}; this Space serves: hub, tiny-no-discriminator."
+
+    open_space = app.Space(app.load_config(["--models", str(models[1]), "--allow_hub"], environ={}))
+    direct = TransGANPipeline.from_pretrained(models[0])(generator=torch.Generator().manual_seed(3),
+                                                         truncation=0.7).images[0]
+    served = open_space.generate(3, 1, 0.7, 1, "org/tiny")
+    assert np.abs(pixels(served[0][0]) - pipeline_pixels(direct)).max() <= 1
+    assert open_space.describe_model("org/tiny")[0].startswith("**Model** `org/tiny`")
+    # `local/model` exists here as a folder, `org/missing` nowhere: both are Hub ids, answered alike from the cache.
+    for value in ["local/model", "org/missing"]:
+        with pytest.raises(app.gr.Error) as refused:
+            open_space.generate(0, 1, 0.7, 1, value)
+        assert refused.value.message == (f"Cannot load model {value!r}: it is not in the Space's Hugging Face cache "
+                                         "and the Hub cannot be reached.")
+    for value in ["/proc/self", "./local/model", "local/model/generator", "a--b/c"]:  # paths and invalid ids
+        with pytest.raises(app.gr.Error) as refused:
+            open_space.generate(0, 1, 0.7, 1, value)
+        assert refused.value.message == (f"Unknown model {value!r}; this Space serves: tiny-no-discriminator, or any "
+                                         "Hub repo id (org/name).")
+
+
+def test_outputs_are_written_whole_with_the_users_umask(app, space, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    old_mask = os.umask(0o027)
+    try:
+        images = space.generate(0, 2, 0.7, 1, None)
+    finally:
+        os.umask(old_mask)
+    for path, _ in images:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        assert [entry.name for entry in Path(path).parent.iterdir()] == [Path(path).name]  # no temporary left
+
+
+def test_the_grid_download_takes_a_bounded_gallery(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (16, 16)).save(small)
+    Image.new("1", (app.MAX_GRID_IMAGE_SIDE + 1, 8)).save(large)
+    assert app.grid_download([(str(small), None)] * 4).interactive
+    with pytest.raises(app.gr.Error, match="A grid holds at most 64 images, got 65"):
+        app.grid_download([(str(small), None)] * 65)
+    with pytest.raises(app.gr.Error, match="at most 1024 pixels a side, got 1025×8"):
+        app.grid_download([(str(small), None), (str(large), None)])
+
+
+def test_pipeline_cache_loads_each_model_once_and_evicts_the_least_recent(app, space, monkeypatch):
     loads = []
     real_load = app.load_model
 
-    def counting_load(name):
-        loads.append(name)
+    def counting_load(model):
+        loads.append(model.name)
         time.sleep(0.2)  # long enough for the other threads to ask for the same model meanwhile
-        return real_load(name)
+        return real_load(model)
 
     monkeypatch.setattr(app, "load_model", counting_load)
     cache = app.PipelineCache(max_models=1)
+    first, second = space.config.models
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get(str(models[0])))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: results.append(cache.get(first))) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert len(loads) == 1 and all(result is results[0] for result in results)
-    assert cache.get(str(models[0]) + os.sep) is results[0]  # the same folder spelled differently
-    cache.get(str(models[1]))  # evicts the first model (max_models=1)
-    assert str(models[0]) not in cache and str(models[1]) in cache
-    assert cache.get(str(models[0])) is not results[0] and len(loads) == 3
+    cache.get(second)  # evicts the first model (max_models=1)
+    assert first.name not in cache and second.name in cache
+    assert cache.get(first) is not results[0] and len(loads) == 3
 
 
-def test_a_slow_model_load_does_not_hold_up_requests_for_a_loaded_model(app, models, monkeypatch):
+def test_a_slow_model_load_does_not_hold_up_requests_for_a_loaded_model(app, space, monkeypatch):
     cache = app.PipelineCache(max_models=2)
-    loaded = cache.get(str(models[0]))
+    first, second = space.config.models
+    loaded = cache.get(first)
     release = threading.Event()
     real_load = app.load_model
-    monkeypatch.setattr(app, "load_model", lambda name: release.wait(10) and real_load(name))
-    slow = threading.Thread(target=cache.get, args=(str(models[1]),))
+    monkeypatch.setattr(app, "load_model", lambda model: release.wait(10) and real_load(model))
+    slow = threading.Thread(target=cache.get, args=(second,))
     slow.start()
     try:
         start = time.monotonic()
-        assert cache.get(str(models[0])) is loaded and time.monotonic() - start < 1
-        assert str(models[1]) not in cache
+        assert cache.get(first) is loaded and time.monotonic() - start < 1
+        assert second.name not in cache
     finally:
         release.set()
         slow.join()
-    assert str(models[1]) in cache
+    assert second.name in cache
 
 
-def test_a_failed_load_is_reported_and_retried(app, models, tmp_path):
-    cache = app.PipelineCache(max_models=2)
-    broken = tmp_path / "broken"
-    broken.mkdir()
+def test_a_failed_load_is_reported_by_model_name_and_retried(app, tmp_path):
+    broken = tmp_path / "secret-location" / "broken"
+    broken.mkdir(parents=True)
     (broken / "model_index.json").write_text("{not json")
+    space = app.Space(app.load_config(["--models", f"mine={broken}"], environ={}))
     for _ in range(2):  # not cached as a failure, and no load lock left behind
-        with pytest.raises(OSError, match="Cannot load model .*broken.*not valid JSON"):
-            cache.get(str(broken))
-    assert not cache._loading
+        with pytest.raises(app.gr.Error, match="Cannot load model 'mine': .*not valid JSON") as refused:
+            space.generate(0, 1, 0.7, 1, "mine")
+        assert "secret-location" not in refused.value.message  # the operator's folder is not shown to callers
+    assert not space.pipelines._loading

@@ -1,6 +1,7 @@
 """The Space in a real browser: headless Debian Chromium driven by Playwright (never a browser Playwright downloads)
 loads the page, fills the inputs from an example, clicks Generate, waits for the gallery, downloads the PNG grid,
-runs an interpolation, shows an error as a message and keeps working, and saves a screenshot.
+runs an interpolation, switches models in the Model list, shows an error as a message and keeps working, and saves a
+screenshot.
 
 To refresh spaces/screenshot.png with another model folder (e.g. the bundled demo model):
     SPACE_SCREENSHOT=spaces/screenshot.png SPACE_SCREENSHOT_MODEL=transgan_hf/demo pytest tests/test_space_browser.py
@@ -18,7 +19,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the Space tests need the [space] extra")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (scripts/install.sh)")
-from test_space import free_port, import_app, save_space_models  # noqa: E402
+from test_space import free_port, import_app, save_space_models, space_models_setting  # noqa: E402
 
 from transgan_hf import TransGANGeneratorConfig  # noqa: E402
 
@@ -30,10 +31,17 @@ TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """The served models: the default one (the screenshot's, if given) and `tiny-no-discriminator`."""
+    full, generator_only = save_space_models(tmp_path_factory.mktemp("models"))
     if os.environ.get("SPACE_SCREENSHOT_MODEL"):
-        return Path(os.environ["SPACE_SCREENSHOT_MODEL"]).resolve()
-    return save_space_models(tmp_path_factory.mktemp("models"))[0]
+        return Path(os.environ["SPACE_SCREENSHOT_MODEL"]).resolve(), generator_only
+    return full, generator_only
+
+
+@pytest.fixture(scope="module")
+def model(models) -> Path:
+    return models[0]
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +50,13 @@ def image_size(model) -> int:
 
 
 @pytest.fixture(scope="module")
-def space_url(model, tmp_path_factory):
+def space_url(models, tmp_path_factory):
     """The app launched in this process on a free port (as `python spaces/app.py` would, with the Space's CSS)."""
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("TRANSGAN_MODEL", str(model))
         env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         env.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
         app = import_app()
-        demo = app.build_demo()
+        demo = app.build_demo(app.Space(app.load_config(["--models", space_models_setting(models)], environ={})))
         _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                quiet=True)
         try:
@@ -111,14 +118,20 @@ def test_interpolate_in_the_browser(page):
     sync_api.expect(page.locator("#animation img")).to_have_attribute("src", re.compile(r"\.gif$"))
 
 
-def test_errors_show_as_messages_and_the_app_keeps_working(page):
-    model_box = page.locator("#model textarea, #model input").first
-    good_model = model_box.input_value()
-    model_box.fill("/no/such/model")
+def choose_model(page, name: str) -> None:
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    sync_api.expect(page.locator("#model input")).to_have_value(name)
+
+
+def test_errors_show_as_messages_and_the_app_keeps_working(page, model):
+    choose_model(page, "tiny-no-discriminator")
+    sync_api.expect(page.get_by_text("saved without one")).to_be_visible()  # the summary follows the choice
+    page.get_by_role("button", name="8 images, best of 4 by the discriminator").click()
     page.get_by_role("button", name="Generate", exact=True).click()
-    sync_api.expect(page.get_by_text("Cannot load model '/no/such/model'").first).to_be_visible()
+    sync_api.expect(page.get_by_text("saved without its discriminator").first).to_be_visible()
     assert "Traceback" not in page.content()
 
-    model_box.fill(good_model)
+    choose_model(page, model.name)
     page.get_by_role("button", name="Generate", exact=True).click()
-    sync_api.expect(page.locator("#gallery img")).to_have_count(16)  # default: 16 images
+    sync_api.expect(page.locator("#gallery img")).to_have_count(8)
