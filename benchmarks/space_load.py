@@ -2,7 +2,7 @@
 
 Not a unit test: it measures, it does not assert. Start the app first, e.g.
 
-    TRANSGAN_MODEL=path/to/pipeline GRADIO_SERVER_PORT=7860 python spaces/app.py &
+    TRANSGAN_SPACE_MODELS=path/to/pipeline GRADIO_SERVER_PORT=7860 python spaces/app.py &
     python benchmarks/space_load.py --url http://127.0.0.1:7860/ --requests 200 --concurrency 16
 
 Requests alternate between /generate and /interpolate (see --endpoints). Each request is followed through the queue:
