@@ -23,6 +23,7 @@ from transgan_hf.data import (
     load_image_dataset,
     prepare_training_dataset,
     preprocess_image,
+    read_image,
 )
 
 
@@ -72,6 +73,116 @@ def test_arrays_are_images_too():
     assert np.asarray(decode_image(np.ones((4, 4), dtype=np.float32))).max() == 255  # [0, 1] floats are scaled
     with pytest.raises(ValueError, match="array"):
         decode_image(np.zeros((2, 2, 2, 2)))
+
+
+def stored(image: Image.Image, fmt: str, name: str = "picture") -> dict:
+    """An undecoded `datasets.Image` value: the image saved as `fmt`, with a file name for error messages."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return {"bytes": buffer.getvalue(), "path": f"{name}.{fmt.lower()}"}
+
+
+GREY = np.array([[0, 64, 128, 200]], dtype=np.uint8)  # not up to 255: a rescale by the maximum would show
+GREY_RGB = np.repeat(GREY[..., None], 3, axis=-1)
+
+
+def lab_image() -> Image.Image:
+    from PIL import ImageCms
+
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    return ImageCms.applyTransform(Image.fromarray(GREY_RGB), to_lab)
+
+
+@pytest.mark.parametrize(
+    ("mode", "make", "fmt"),
+    [
+        ("F", lambda: Image.fromarray(GREY.astype(np.float32) / 255), "TIFF"),  # [0, 1] floats (was blank)
+        ("F", lambda: Image.fromarray(GREY.astype(np.float32)), "TIFF"),  # [0, 255] floats
+        ("I", lambda: Image.fromarray(GREY.astype(np.int32) * 257), "TIFF"),  # 16-bit range in a 32-bit image
+        ("I", lambda: Image.fromarray(GREY.astype(np.uint16) * 257), "PPM"),  # a 16-bit PGM opens as "I"
+        ("I;16", lambda: Image.fromarray(GREY.astype(np.uint16) * 257), "PNG"),
+        ("I;16B", lambda: Image.fromarray((GREY.astype(np.uint16) * 257).astype(">u2")), "TIFF"),
+        ("L", lambda: Image.fromarray(GREY), "PNG"),
+        ("LA", lambda: Image.fromarray(GREY).convert("LA"), "PNG"),
+        ("RGBA", lambda: Image.fromarray(GREY_RGB).convert("RGBA"), "PNG"),
+        ("CMYK", lambda: Image.fromarray(GREY_RGB).convert("CMYK"), "TIFF"),
+        ("YCbCr", lambda: Image.fromarray(GREY_RGB).convert("YCbCr"), None),
+        ("HSV", lambda: Image.fromarray(GREY_RGB).convert("HSV"), None),
+        ("LAB", lab_image, "TIFF"),  # CIELAB through a colour transform, not a reinterpretation of the bytes
+    ],
+)
+def test_every_mode_decodes_to_the_picture_it_shows(mode, make, fmt):
+    image = make()
+    value = stored(image, fmt) if fmt else image
+    assert (Image.open(io.BytesIO(value["bytes"])) if fmt else image).mode == mode
+    decoded = np.asarray(decode_image(value), dtype=np.int16)
+    assert decoded.shape == (1, 4, 3)
+    assert np.abs(decoded - GREY_RGB).max() <= 1, decoded.tolist()
+
+
+def test_bilevel_palette_and_transparency():
+    bilevel = Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).convert("1")
+    assert np.asarray(decode_image(stored(bilevel, "PNG"))).tolist() == [[[0, 0, 0], [255, 255, 255]]]
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([10, 20, 30, 200, 100, 50])
+    palette.putpixel((1, 0), 1)
+    assert np.asarray(decode_image(stored(palette, "PNG"))).tolist() == [[[10, 20, 30], [200, 100, 50]]]
+    palette.info["transparency"] = 0  # palette entry 0 is transparent: white, like other transparent pixels
+    assert np.asarray(decode_image(stored(palette, "PNG"))).tolist() == [[[255, 255, 255], [200, 100, 50]]]
+
+
+def test_exif_orientation_is_applied_as_datasets_does():
+    array = np.zeros((2, 4, 3), dtype=np.uint8)
+    array[:, 0] = 255  # white left column
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", exif=exif)
+    decoded = np.asarray(decode_image({"bytes": buffer.getvalue(), "path": None}))
+    assert decoded.shape == (4, 2, 3)  # left column -> top row
+    assert decoded[0].min() == 255 and decoded[1:].max() == 0
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (Image.fromarray(np.array([[-1.0, 1.0]], dtype=np.float32)), r"PIL mode 'F'\) has values from -1.0 to 1.0"),
+        (Image.fromarray(np.array([[0.0, np.nan]], dtype=np.float32)), r"PIL mode 'F'\) contains NaN"),
+        (Image.fromarray(np.array([[0, 70000]], dtype=np.int32)), r"PIL mode 'I'\) with values from 0 to 70000"),
+    ],
+)
+def test_modes_without_a_defined_picture_are_refused_by_file_and_mode(image, match):
+    with pytest.raises(CorruptImageError, match=r"'scan\.tiff' \(row 7\): .*" + match):
+        read_image(stored(image, "TIFF", "scan"), 7)
+
+
+def test_arrays_out_of_range_are_refused_not_clipped():
+    assert np.asarray(decode_image(np.array([[0, 65535]], dtype=np.uint16)))[0, :, 0].tolist() == [0, 255]
+    assert np.asarray(decode_image(np.array([[0, 200]], dtype=np.int64)))[0, :, 0].tolist() == [0, 200]
+    with pytest.raises(ValueError, match="expected \\[0, 1\\] or \\[0, 255\\]"):
+        decode_image(np.array([[-1.0, 1.0]]))  # [-1, 1] pixels: clipping would halve the picture
+    with pytest.raises(ValueError, match="expected 0..255"):
+        decode_image(np.array([[0, 1000]], dtype=np.int32))
+
+
+def test_decoder_failures_of_any_type_name_the_file(monkeypatch):
+    def broken_decoder(*args, **kwargs):
+        raise IndexError("tile out of range")  # PIL plugins fail on damaged files with many exception types
+
+    monkeypatch.setattr(Image, "open", broken_decoder)
+    with pytest.raises(CorruptImageError, match=r"'scan\.png' \(row 2\): the file is damaged \(IndexError: tile"):
+        read_image({"bytes": b"...", "path": "scan.png"}, 2)
+
+
+@pytest.mark.parametrize("side", [12, 20])  # 144 pixels: PIL warns; 400 > 2 x limit: PIL raises
+def test_decompression_bombs_are_refused_with_the_file_named(side, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(CorruptImageError, match=r"'bomb\.png' \(row 3\): Image size .* decompression bomb"):
+        read_image(stored(Image.new("L", (side, side)), "PNG", "bomb"), 3)
+    transform = ImageTransform("image", 8)
+    with pytest.raises(CorruptImageError, match=r"bomb\.png.*--skip_corrupt_images"):
+        transform({"image": [stored(Image.new("L", (side, side)), "PNG", "bomb")], INDEX_COLUMN: [0]})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -171,7 +282,9 @@ def test_corrupt_images_are_named_or_skipped_and_counted(image_folder, tmp_path)
 def test_unusable_datasets_fail_clearly(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DatasetError, match="No images found"):
+    (empty / "notes.txt").write_text("not an image")
+    (empty / ".hidden.png").write_bytes(png_bytes(Image.new("L", (2, 2))))  # datasets skips hidden files
+    with pytest.raises(DatasetError, match=r"No images found in --train_data_dir '.*empty'.* \.jpeg .* \.png .*"):
         load_image_dataset(train_data_dir=empty, cache_dir=tmp_path / "cache")
     with pytest.raises(DatasetError, match="is not a folder"):
         load_image_dataset(train_data_dir=tmp_path / "missing")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from transgan_hf import (
     TransGANPipeline,
 )
 from transgan_hf.modeling_transgan import TransGANDiscriminatorOutput
-from transgan_hf.pipeline_transgan import slerp
+from transgan_hf.pipeline_transgan import available_memory_bytes, slerp
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -234,7 +235,10 @@ def test_networks_run_in_eval_mode_and_keep_their_mode():
         ({"output_type": "latent"}, "output_type"),
         ({"batch_size": 2, "generator": seeds(0)}, "one generator per image"),
         ({"batch_size": 2, "generator": [torch.Generator(), 3]}, "list of them"),
-        ({"batch_size": 10**9}, "GiB"),
+        ({"batch_size": 10**9}, "at most 65536 samples"),
+        ({"batch_size": 4, "num_candidates": 2**15}, "at most 65536 samples"),
+        ({"output_type": ["pil"]}, "output_type"),
+        ({"return_dict": "yes"}, "return_dict"),
     ],
 )
 def test_bad_call_arguments_raise_clear_errors(kwargs, match):
@@ -256,12 +260,96 @@ def test_num_candidates_needs_a_discriminator_and_components_must_fit():
         TransGANPipeline(generator=generator, discriminator=other_size)
 
 
-def test_batch_too_large_for_free_memory(monkeypatch):
+def test_calls_larger_than_free_memory_run_in_passes_with_the_same_images(monkeypatch):
     pipe = tiny_pipeline()
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 10_000_000)
-    pipe(batch_size=2)
-    with pytest.raises(ValueError, match="smaller batches"):
-        pipe(batch_size=64)
+    calls = [
+        dict(batch_size=6, generator=seeds(*range(6))),
+        dict(batch_size=6, generator=torch.Generator().manual_seed(1)),  # one generator: noise of the whole batch
+        dict(batch_size=4, generator=seeds(*range(4)), num_candidates=3),  # an image's candidates stay together
+        dict(batch_size=4, generator=torch.Generator().manual_seed(2), num_candidates=2),
+        dict(latents=torch.randn(7, 16, generator=torch.Generator().manual_seed(3)), generator=seeds(*range(7))),
+    ]
+    generator_states = []
+
+    def copy(generator):
+        return torch.Generator().set_state(generator.get_state())
+
+    def run(kwargs):  # on copies of the generators, so that every call starts from the same states
+        kwargs = {**kwargs, "generator": copy(kwargs["generator"]) if isinstance(kwargs["generator"], torch.Generator)
+                  else [copy(g) for g in kwargs["generator"]]}
+        images = pipe(output_type="pt", **kwargs).images
+        if isinstance(kwargs["generator"], torch.Generator):
+            generator_states.append(kwargs["generator"].get_state())
+        return images
+
+    expected = [run(kwargs) for kwargs in calls]
+    passes = []
+    pipe.generator.register_forward_hook(lambda module, args, output: passes.append(args[0].shape[0]))
+    # 1 MB per sample and 4 MB free besides the results (12 kB per image): three samples per forward pass.
+    monkeypatch.setattr("transgan_hf.pipeline_transgan.estimate_sample_bytes", lambda *args: 10**6)
+    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 4 * 10**6)
+    for kwargs, reference in zip(calls, expected):
+        passes.clear()
+        torch.testing.assert_close(run(kwargs), reference, atol=1e-5, rtol=0)
+        assert max(passes) == 3 and sum(passes) == kwargs.get("batch_size", 7) * kwargs.get("num_candidates", 1)
+    assert passes == [3, 3, 1]
+    # A single generator is left where one pass leaves it.
+    assert all(torch.equal(a, b) for a, b in zip(generator_states[:2], generator_states[2:]))
+    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 2**19)
+    with pytest.raises(ValueError, match=r"One sample needs about 1.0 MiB on cpu, but only 0.5 MiB are free"):
+        pipe(batch_size=1)
+    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 3 * 10**6)
+    with pytest.raises(ValueError, match="The 4 candidates of one image need about 3.8 MiB.*lower `num_candidates`"):
+        pipe(generator=seeds(0), num_candidates=4)
+    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 12_288 * 100)
+    with pytest.raises(ValueError, match="The 200 images of this call alone need about 2.3 MiB on cpu, but only 1.2"):
+        pipe(batch_size=200)
+
+
+FREED_HEAP_SCRIPT = textwrap.dedent("""
+    import torch
+    from transgan_hf.cpu_memory import reuse_freed_cpu_memory
+    from transgan_hf.pipeline_transgan import freed_heap_bytes
+    assert reuse_freed_cpu_memory()  # as training and `transgan generate` do
+    activations = torch.ones(2**25)  # 128 MiB
+    before = freed_heap_bytes()
+    del activations
+    print(freed_heap_bytes() - before)
+""")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc heap statistics")
+def test_cpu_memory_freed_inside_the_process_counts_as_available(monkeypatch):
+    result = subprocess.run([sys.executable, "-c", FREED_HEAP_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) > 2**27 - 2**20  # the freed tensor stays in the heap, for the process to reuse
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_available = int(next(line for line in meminfo.splitlines() if line.startswith("MemAvailable:")).split()[1])
+    monkeypatch.setattr("transgan_hf.pipeline_transgan.freed_heap_bytes", lambda: 2**50)
+    assert available_memory_bytes(torch.device("cpu")) - 2**50 > mem_available * 1024 / 2  # MemAvailable moves
+
+
+def test_interpolation_and_latent_arguments_are_checked_before_any_work(monkeypatch):
+    pipe = tiny_pipeline()
+    class NoWork:  # interpolation starts its work by making generators
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(torch, "Generator", NoWork)
+    for kwargs, match in [
+        (dict(num_steps=10**8), r"`num_steps` must be an integer from 2 to 4096"),
+        (dict(num_steps=1), "from 2 to 4096"),
+        (dict(num_steps=2.0), "num_steps"),
+        (dict(seed_a=-1), r"seed_a.*\[0, 2\*\*63\)"),
+        (dict(seed_b=2**63), "seed_b"),
+        (dict(truncation=2), "truncation"),
+        (dict(output_type="latent"), "output_type"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            pipe.interpolate(**{"seed_a": 1, "seed_b": 2, **kwargs})
+    for args, match in [((0, None), "num_samples"), ((10**9, None), "at most 65536"), ((2, 5), "generator")]:
+        with pytest.raises(ValueError, match=match):
+            pipe.sample_latents(*args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

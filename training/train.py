@@ -31,7 +31,12 @@ describes); `--official_d_grad_leak` reproduces the official behaviour exactly, 
 Output (`--output_dir`): `samples/step_XXXXXX.png` (fixed-noise grids of the EMA generator), `logs/` (TensorBoard),
 `checkpoint-N/` (resumable), and at the end `pipeline/`: a `TransGANPipeline` folder with the EMA generator, the
 discriminator, a model card and `samples.png` (`TransGANPipeline.from_pretrained("<output_dir>/pipeline")`).
-`--push_to_hub --hub_model_id org/name` uploads that folder.
+`--push_to_hub --hub_model_id org/name` uploads that folder. An `--output_dir` that holds a previous run is refused
+unless it is resumed (`--resume_from_checkpoint`) or replaced (`--overwrite_output_dir`). The final checkpoint and
+the pipeline are written before the final sample grid, evaluation and upload, whose failure is only a warning.
+
+Bad input (a flag out of range, a missing dataset, a checkpoint of another architecture, ...) stops the script
+before anything is written, with one `error:` line and exit code 2, printed by the main process only.
 
 Checkpoints are written to `checkpoint-N.tmp` and renamed when complete, so a crash at any moment leaves the previous
 checkpoint intact; `--resume_from_checkpoint latest` ignores unfinished `.tmp` folders. A checkpoint holds the
@@ -54,9 +59,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import contextlib
 import datetime
+import inspect
 import json
 import logging
 import math
+import pickle
 import re
 import shlex
 import shutil
@@ -73,7 +80,14 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    LoggerType,
+    ProjectConfiguration,
+    broadcast_object_list,
+    set_seed,
+)
 from diffusers.utils import make_image_grid
 from huggingface_hub import HfApi
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -86,8 +100,15 @@ from transgan_hf import (
     TransGANGeneratorConfig,
     TransGANPipeline,
 )
-from transgan_hf.augment import DiffAugment
-from transgan_hf.cli import CommandError
+from transgan_hf.atomic_files import (
+    apply_umask_permissions,
+    atomic_write,
+    remove_stale_staging_folders,
+    write_bytes_atomically,
+    write_text_atomically,
+)
+from transgan_hf.augment import AUGMENT_POLICIES, DiffAugment, parse_policy
+from transgan_hf.cli import CommandError, check_output_path
 from transgan_hf.commands.evaluate import model_card_entries
 from transgan_hf.cpu_memory import reuse_freed_cpu_memory
 from transgan_hf.data import (
@@ -116,17 +137,22 @@ from transgan_hf.metrics import (
     evaluate_generator,
     load_statistics,
 )
+from transgan_hf.model_card import make_model_card
 from transgan_hf.pipeline_transgan import create_hub_repo, upload_pipeline_folder
 from transgan_hf.training_presets import TRAINING_PRESETS, get_training_recipe, recipe_fields
 
 logger = get_logger(__name__, log_level="INFO")
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+RUN_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp|\.old)?$")
+"""Checkpoint folders of a run, including those a crash left unfinished."""
 STATE_FILE = "training_state_{rank}.pt"
 ARGS_FILE = "training_args.json"
 KILL_ENV = "TRANSGAN_KILL_DURING_CHECKPOINT"
 HUB_DATASET_IDS = {"mnist-5k": "ylecun/mnist"}
 """Model-card dataset ids of the built-in datasets (mnist-5k is a 5,000-digit subset of MNIST)."""
+OTHER_RANK_GRACE_SECONDS = 20
+"""How long a process other than the main one waits before reporting an error itself (see `cli_main`)."""
 RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "num_processes", "seed")
 """Settings that fix the data order and the meaning of a step; a resumed run must keep them."""
 
@@ -140,9 +166,64 @@ class NonFiniteError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawTextHelpFormatter)
+class TrainingArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are `CommandError`s: `cli_main` prints them as one line, once per run (not
+    once per process, and without the usage text, which runs over many lines for this script)."""
+
+    def error(self, message: str):
+        raise CommandError(message)
+
+
+def number(kind: type, low: float, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> Callable[[str], Any]:
+    """An argparse `type`: a finite `kind` (int or float) from `low` to `high` (open ends excluded)."""
+    if high is None:
+        bound = f"{'>' if open_low else '>='} {low}"
+    else:
+        bound = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        inside = (value > low if open_low else value >= low) and (
+            high is None or (value < high if open_high else value <= high))
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+COUNT, NON_NEGATIVE_COUNT = number(int, 1), number(int, 0)
+POSITIVE = number(float, 0, open_low=True)
+FRACTION = number(float, 0, 1, open_high=True)  # [0, 1): Adam betas, EMA decay
+SEED = number(int, 0, 2**32 - 1)  # numpy's legacy seeding (`set_seed`) takes no more
+
+
+def sample_count(text: str) -> int:
+    value = number(int, 1, 1024)(text)
+    if math.isqrt(value) ** 2 != value:
+        raise argparse.ArgumentTypeError(f"must be a square (16, 36, 64, ...) for a square grid, got {value}")
+    return value
+
+
+def augment_policy(text: str) -> str:
+    """A DiffAugment policy, checked at parse time (unknown names would otherwise stop the run when it starts)."""
+    try:
+        return ",".join(parse_policy(text)) or "none"
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> TrainingArgumentParser:
+    """The script's flags; every number has a range-checking type (`number`)."""
+    parser = TrainingArgumentParser(description=__doc__.split("\n\n")[0],
+                                    formatter_class=argparse.RawTextHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--preset", default="tiny", choices=sorted(TRAINING_PRESETS),
                        help="architecture and training recipe (default: tiny, the CPU demo on mnist-5k)")
@@ -159,45 +240,50 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--train_data_dir", help="folder of images, read with the `imagefolder` builder")
     data.add_argument("--image_column")
     data.add_argument("--cache_dir", help="datasets cache folder")
-    data.add_argument("--resolution", type=int, help="must equal the generator's image size (default: that size)")
+    data.add_argument("--resolution", type=COUNT, help="must equal the generator's image size (default: that size)")
     data.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=None)
     data.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=None)
     data.add_argument("--skip_corrupt_images", action="store_true",
                       help="test-decode every image first and leave unreadable ones out (counted in the log)")
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--dataloader_num_workers", type=NON_NEGATIVE_COUNT, default=0)
 
     recipe = parser.add_argument_group("training recipe (defaults from the preset)")
-    recipe.add_argument("--train_batch_size", type=int, help="global discriminator batch per loader iteration")
-    recipe.add_argument("--gen_batch_size", type=int, help="global generator batch per micro-step")
-    recipe.add_argument("--gradient_accumulation_steps", type=int, help="discriminator micro-batches per update")
-    recipe.add_argument("--gen_gradient_accumulation_steps", type=int, help="generator micro-batches per update")
-    recipe.add_argument("--n_critic", type=int, help="discriminator updates per generator update")
+    recipe.add_argument("--train_batch_size", type=COUNT, help="global discriminator batch per loader iteration")
+    recipe.add_argument("--gen_batch_size", type=COUNT, help="global generator batch per micro-step")
+    recipe.add_argument("--gradient_accumulation_steps", type=COUNT, help="discriminator micro-batches per update")
+    recipe.add_argument("--gen_gradient_accumulation_steps", type=COUNT, help="generator micro-batches per update")
+    recipe.add_argument("--n_critic", type=COUNT, help="discriminator updates per generator update")
     recipe.add_argument("--loss", choices=LOSS_TYPES)
-    recipe.add_argument("--phi", type=float, help="gradient-penalty target norm (weight 10/phi^2)")
-    recipe.add_argument("--gp_interval", type=int, default=1,
+    recipe.add_argument("--phi", type=POSITIVE, help="gradient-penalty target norm (weight 10/phi^2)")
+    recipe.add_argument("--gp_interval", type=COUNT, default=1,
                         help="lazy regularisation (StyleGAN2): the gradient penalty only on every N-th D update, "
                              "weighted by N, saving (N-1)/N of its cost. Default 1 = every update (official). Keep "
                              "N small for WGAN losses: 2 kept the tiny recipe's quality, 4 diverged")
-    recipe.add_argument("--learning_rate", type=float)
-    recipe.add_argument("--adam_beta1", type=float)
-    recipe.add_argument("--adam_beta2", type=float)
-    recipe.add_argument("--adam_epsilon", type=float)
+    recipe.add_argument("--learning_rate", type=POSITIVE)
+    recipe.add_argument("--adam_beta1", type=FRACTION, help="in [0, 1)")
+    recipe.add_argument("--adam_beta2", type=FRACTION, help="in [0, 1)")
+    recipe.add_argument("--adam_epsilon", type=POSITIVE)
     recipe.add_argument("--fused_adam", action=argparse.BooleanOptionalAction, default=None,
                         help="Adam's single-kernel update (CPU and GPU; not bitwise equal to the per-tensor loop)")
-    recipe.add_argument("--max_grad_norm", type=float, help="gradient-norm clipping of both networks")
-    recipe.add_argument("--ema_kimg", type=float, help="EMA half-life in thousands of discriminator images")
-    recipe.add_argument("--ema_warmup", type=float, help="EMA warm-up ratio (0 = none)")
-    recipe.add_argument("--ema_decay", type=float, help="fixed EMA decay per generator update (overrides ema_kimg)")
-    recipe.add_argument("--diffaug_policy", help="comma-separated DiffAugment policies, or 'none'")
-    recipe.add_argument("--max_train_steps", type=int, help="generator updates (the official max_iter)")
-    recipe.add_argument("--max_train_kimg", type=float, help="stop after this many thousand real images instead")
+    recipe.add_argument("--max_grad_norm", type=number(float, 0),
+                        help="gradient-norm clipping of both networks; 0 turns clipping off (norms are still logged)")
+    ema = recipe.add_mutually_exclusive_group()
+    ema.add_argument("--ema_kimg", type=POSITIVE, help="EMA half-life in thousands of discriminator images")
+    ema.add_argument("--ema_decay", type=FRACTION,
+                     help="fixed EMA decay per generator update, in [0, 1) (replaces the preset's half-life)")
+    recipe.add_argument("--ema_warmup", type=number(float, 0, 1), help="EMA warm-up ratio in [0, 1] (0 = none)")
+    recipe.add_argument("--diffaug_policy", type=augment_policy,
+                        help=f"comma-separated DiffAugment policies ({', '.join(AUGMENT_POLICIES)}), or 'none'")
+    length = recipe.add_mutually_exclusive_group()
+    length.add_argument("--max_train_steps", type=COUNT, help="generator updates (the official max_iter)")
+    length.add_argument("--max_train_kimg", type=POSITIVE, help="stop after this many thousand real images instead")
     recipe.add_argument("--official_d_grad_leak", action="store_true",
                         help="keep D trainable during the G update, as the official code (see the docstring)")
 
     evaluation = parser.add_argument_group("evaluation of the EMA generator during training")
-    evaluation.add_argument("--eval_steps", type=int,
+    evaluation.add_argument("--eval_steps", type=COUNT,
                             help="evaluate every N steps and after the last one (default: never)")
-    evaluation.add_argument("--eval_num_images", type=int, default=10_000,
+    evaluation.add_argument("--eval_num_images", type=number(int, 2), default=10_000,
                             help="generated images per evaluation, shared by all processes (default: 10000)")
     evaluation.add_argument("--eval_reference", default="train", metavar="STATS.npz|train",
                             help="reference statistics (`transgan stats`, or the official fid_stat files), or 'train' "
@@ -210,41 +296,53 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     evaluation.add_argument("--eval_metrics",
                             help="comma-separated fid, kid, is, confidence (default: fid,kid,confidence with the "
                                  "digit network, fid with Inception)")
-    evaluation.add_argument("--eval_batch_size", type=int, default=64, help="images per generator call (default: 64)")
+    evaluation.add_argument("--eval_batch_size", type=COUNT,
+                            help="images per generator call on each process (default: the generator's training "
+                                 "batch per process, which is known to fit)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", help="default: runs/transgan-<preset>")
-    run.add_argument("--seed", type=int, default=0)
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder")
+    start.add_argument("--overwrite_output_dir", action="store_true",
+                       help="start over in an --output_dir that holds a previous run: deletes its checkpoint-*, "
+                            "pipeline/, samples/, the logging folder and training_log.jsonl first (other files stay)")
+    run.add_argument("--seed", type=SEED, default=0)
     run.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no",
                      help="autocast precision; bf16 is the safe choice for GANs (fp16 shares one loss scaler)")
     run.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
     run.add_argument("--cpu_memory_reuse", action=argparse.BooleanOptionalAction, default=True,
                      help="on a CPU, keep freed memory in the process for reuse instead of returning it to the system "
                           "after every step (glibc): 10-20%% faster steps, same peak memory (default: on)")
-    run.add_argument("--logging_steps", type=int)
-    run.add_argument("--save_images_steps", type=int)
-    run.add_argument("--num_sample_images", type=int, default=64, help="images in each sample grid (a square)")
-    run.add_argument("--checkpointing_steps", type=int)
-    run.add_argument("--checkpoints_total_limit", type=int, help="keep at most this many checkpoints")
-    run.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder")
-    run.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all, or none")
+    run.add_argument("--logging_steps", type=COUNT)
+    run.add_argument("--save_images_steps", type=COUNT)
+    run.add_argument("--num_sample_images", type=sample_count, default=64,
+                     help="images in each sample grid (a square, at most 1024)")
+    run.add_argument("--checkpointing_steps", type=COUNT)
+    run.add_argument("--checkpoints_total_limit", type=COUNT, help="keep at most this many checkpoints")
+    run.add_argument("--report_to", default="tensorboard",
+                     help="comma-separated trackers (tensorboard, wandb, ...: Accelerate's), all, or none")
     run.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", help="org/name of the Hub model repo")
     run.add_argument("--hub_token")
     run.add_argument("--hub_private_repo", action="store_true")
     run.add_argument("--license", default="apache-2.0", help="licence of the trained weights, for the model card")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags (`CommandError` naming the flag); nothing is read or built yet."""
+    args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return resolve_recipe(args)
 
 
 def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset flags from the preset's recipe and check the combination (`CommandError` on bad values)."""
+    """Fill unset flags from the preset's recipe and check the flags that depend on each other (single values are
+    range-checked by their argparse types). Errors are `CommandError`s naming the flag, like argparse's."""
     recipe = get_training_recipe(args.preset)
     explicit = {name for name in recipe_fields() if getattr(args, name, None) is not None}
-    if args.max_train_kimg is not None and args.max_train_steps is not None:
-        raise CommandError("Give --max_train_steps or --max_train_kimg, not both.")
     if args.dataset_name is not None or args.train_data_dir is not None:
         recipe = recipe.replace(dataset_name=None, image_column=None)
     for name in recipe_fields():
@@ -253,34 +351,32 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
     if explicit & {"ema_kimg", "ema_warmup"} and "ema_decay" not in explicit:
         args.ema_decay = None  # a half-life was asked for: drop the preset's fixed decay
     if args.ema_decay is None and args.ema_kimg is None:
-        raise CommandError("Give --ema_kimg (EMA half-life) or --ema_decay (fixed decay).")
-    for name in ("train_batch_size", "gen_batch_size", "gradient_accumulation_steps",
-                 "gen_gradient_accumulation_steps", "n_critic", "logging_steps", "save_images_steps",
-                 "checkpointing_steps", "num_sample_images"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.gp_interval < 1:
-        raise CommandError(f"--gp_interval must be >= 1, got {args.gp_interval}.")
+        raise CommandError("argument --ema_warmup: the preset has a fixed EMA decay; give the half-life --ema_kimg "
+                           "with it")
     if args.gp_interval > 1 and not uses_gradient_penalty(args.loss):
-        raise CommandError(f"--gp_interval spaces out the gradient penalty, which --loss {args.loss} does not have; "
-                           "drop the flag or choose a loss with a penalty (wgangp, wgangp-eps, ...).")
+        raise CommandError(f"argument --gp_interval: spaces out the gradient penalty, which --loss {args.loss} does "
+                           "not have; drop the flag or choose a loss with a penalty (wgangp, wgangp-eps)")
     if args.max_train_kimg is not None:
-        if args.max_train_kimg <= 0:
-            raise CommandError(f"--max_train_kimg must be > 0, got {args.max_train_kimg}.")
         images_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
         args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / images_per_step)
-    if args.max_train_steps < 1:
-        raise CommandError(f"--max_train_steps must be >= 1, got {args.max_train_steps}.")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        raise CommandError("--checkpoints_total_limit must be >= 1.")
-    if math.isqrt(args.num_sample_images) ** 2 != args.num_sample_images:
-        raise CommandError(f"--num_sample_images must be a square (16, 36, 64, ...), got {args.num_sample_images}.")
     resolve_evaluation_args(args)
     if args.push_to_hub and not args.hub_model_id:
-        raise CommandError("--push_to_hub needs --hub_model_id org/name.")
+        raise CommandError("argument --push_to_hub: needs --hub_model_id org/name")
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", f"transgan-{args.preset}")
-    args.report_to = None if args.report_to in ("none", "") else args.report_to
+    for name in ("output_dir", "cache_dir", "logging_dir"):
+        path = getattr(args, name) if name != "logging_dir" else os.path.join(args.output_dir, args.logging_dir)
+        if path:
+            check_output_path(path, f"argument --{name}:", folder=True)
+    trackers = [name.strip() for name in args.report_to.split(",") if name.strip() not in ("", "none")]
+    available = [str(tracker) for tracker in get_available_trackers()]
+    for name in trackers:
+        if name != "all" and name not in available:
+            known = name in LoggerType.list()
+            raise CommandError(f"argument --report_to: {name!r} is "
+                               + (f"not installed (pip install {name})" if known else "not a tracker")
+                               + f"; choose from {', '.join(['none', 'all', *available])}")
+    args.report_to = trackers or None
     return args
 
 
@@ -295,24 +391,20 @@ def resolve_evaluation_args(args: argparse.Namespace) -> None:
         return
     unknown = sorted(set(args.eval_metrics) - set(METRICS))
     if not args.eval_metrics or unknown:
-        raise CommandError(f"--eval_metrics: unknown {unknown or 'empty list'}; choose from {', '.join(METRICS)}.")
-    for name in ("eval_steps", "eval_batch_size"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.eval_num_images < 2:
-        raise CommandError(f"--eval_num_images must be >= 2, got {args.eval_num_images}.")
+        raise CommandError(f"argument --eval_metrics: unknown {unknown or 'empty list'}; choose from "
+                           f"{', '.join(METRICS)}")
     if args.eval_reference != "train" and not os.path.isfile(args.eval_reference):
-        raise CommandError(f"--eval_reference {args.eval_reference!r} is not a file; give an .npz from "
-                           "`transgan stats`, or 'train' to use the training images.")
+        raise CommandError(f"argument --eval_reference: {args.eval_reference!r} is not a file; give an .npz from "
+                           "`transgan stats`, or 'train' to use the training images")
     if "kid" in args.eval_metrics and args.eval_num_images < 1000:
-        raise CommandError("KID uses subsets of 1000 images; raise --eval_num_images to >= 1000 or drop kid from "
-                           "--eval_metrics.")
+        raise CommandError("argument --eval_num_images: KID uses subsets of 1000 images; raise it to >= 1000 or drop "
+                           "kid from --eval_metrics")
 
 
 def load_model_configs(args: argparse.Namespace) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
     """The preset's architectures, or the configs given with --generator_config / --discriminator_config."""
 
-    def load(config_class, path: str | None):
+    def load(config_class, path: str | None, flag: str):
         if path is None:
             return config_class.from_preset(args.preset)
         try:
@@ -320,10 +412,10 @@ def load_model_configs(args: argparse.Namespace) -> tuple[TransGANGeneratorConfi
                 return config_class.from_pretrained(path)
             return config_class.from_json_file(path)
         except (OSError, ValueError) as error:
-            raise CommandError(f"Cannot read the config {path!r}: {error}") from error
+            raise CommandError(f"argument --{flag}: cannot read {path!r}: {error}") from None
 
-    generator_config = load(TransGANGeneratorConfig, args.generator_config)
-    discriminator_config = load(TransGANDiscriminatorConfig, args.discriminator_config)
+    generator_config = load(TransGANGeneratorConfig, args.generator_config, "generator_config")
+    discriminator_config = load(TransGANDiscriminatorConfig, args.discriminator_config, "discriminator_config")
     size = generator_config.image_size
     if discriminator_config.image_size != size:
         raise CommandError(f"The generator makes {size}x{size} images but the discriminator expects "
@@ -380,9 +472,74 @@ def resolve_resume_path(output_dir: str, resume_from_checkpoint: str) -> Path | 
     if not path.is_dir():
         path = Path(output_dir) / resume_from_checkpoint
     if not path.is_dir() or path.name.endswith(".tmp"):
-        raise CommandError(f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a finished checkpoint folder; "
-                           f"use 'latest' or one of {[p.name for _, p in list_checkpoints(output_dir)]}.")
+        finished = [p.name for _, p in list_checkpoints(output_dir)]
+        raise CommandError(f"argument --resume_from_checkpoint: {resume_from_checkpoint!r} is not a finished "
+                           f"checkpoint folder; use 'latest' or one of {finished} (in --output_dir)")
     return path
+
+
+def previous_run_entries(args: argparse.Namespace) -> list[Path]:
+    """What an earlier run wrote into --output_dir: checkpoints (finished or not), pipeline, samples, tracker logs and
+    the training log. Other files are the user's and never counted or removed."""
+    output_dir = Path(args.output_dir)
+    if not output_dir.is_dir():
+        return []
+    logging_dir = (output_dir / args.logging_dir).resolve()
+    return sorted(entry for entry in output_dir.iterdir()
+                  if entry.name in ("pipeline", "samples", TrainingLog.FILE) or RUN_CHECKPOINT_PATTERN.match(entry.name)
+                  or entry.resolve() == logging_dir)
+
+
+def check_output_dir(args: argparse.Namespace) -> list[Path]:
+    """Refuse an --output_dir that holds a previous run, unless the run is resumed or --overwrite_output_dir asks to
+    start over; returns what --overwrite_output_dir will delete (only once the inputs have been read)."""
+    entries = previous_run_entries(args)
+    if entries and not (args.resume_from_checkpoint or args.overwrite_output_dir):
+        names = ", ".join(entry.name for entry in entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise CommandError(f"argument --output_dir: {args.output_dir!r} holds a previous run ({names}); continue it "
+                           "with --resume_from_checkpoint latest, start over with --overwrite_output_dir (deletes "
+                           "those), or choose another --output_dir")
+    return entries if args.overwrite_output_dir else []
+
+
+def prepare_output_dir(output_dir: Path, overwritten: Sequence[Path]) -> None:
+    """Create --output_dir, delete the previous run that --overwrite_output_dir replaces, and remove what interrupted
+    saves left behind (unfinished checkpoints, staging folders of the pipeline export, temporary files)."""
+    if overwritten:
+        logger.warning(f"--overwrite_output_dir: deleting the previous run in {output_dir}: "
+                       f"{', '.join(entry.name for entry in overwritten)}")
+    stale = [*output_dir.glob("checkpoint-*.tmp"), *output_dir.glob("checkpoint-*.old")]
+    for entry in stale:
+        logger.warning(f"Removing {entry}, an unfinished checkpoint of an interrupted run.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for entry in [*overwritten, *stale]:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        remove_stale_staging_folders(output_dir, "pipeline")
+        for folder in (output_dir, output_dir / "samples", output_dir / "pipeline"):
+            for temporary in folder.glob(".*.tmp"):  # `atomic_write` files of a killed process
+                temporary.unlink(missing_ok=True)
+    except OSError as error:
+        raise CommandError(f"argument --output_dir: cannot prepare {str(output_dir)!r}: {error}") from None
+
+
+def on_main_process(accelerator: Accelerator, action: Callable[[], Any]) -> Any:
+    """`action()` on the main process only (`None` elsewhere). A `CommandError` it raises is raised on every process,
+    so that all stop with the same error instead of waiting for the main one at their next collective."""
+    result, message = None, None
+    if accelerator.is_main_process:
+        try:
+            result = action()
+        except CommandError as error:
+            message = str(error)
+    if accelerator.num_processes > 1:
+        message = broadcast_object_list([message])[0]
+    if message is not None:
+        raise CommandError(message)
+    return result
 
 
 def random_generator(device: torch.device, seed: int, rank: int, purpose: int) -> torch.Generator:
@@ -442,6 +599,7 @@ class Checkpointer:
             (staging / ARGS_FILE).write_text(json.dumps(run_settings(self.args, accelerator), indent=2))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            apply_umask_permissions(staging)
             replaced = final.with_name(final.name + ".old")
             if final.exists():  # re-running from an older checkpoint: the new one replaces it
                 os.replace(final, replaced)
@@ -469,19 +627,26 @@ class Checkpointer:
             shutil.rmtree(path, ignore_errors=True)
 
     def load(self, path: Path, state: TrainingState) -> None:
+        """Restore a checkpoint that `check_resume_settings` accepted; a damaged one is a `CommandError`."""
         accelerator = self.accelerator
-        check_resume_settings(path, run_settings(self.args, accelerator))
         state_file = path / STATE_FILE.format(rank=accelerator.process_index)
         if not state_file.is_file():
-            raise CommandError(f"{path} has no {state_file.name}; it was not written by this training script.")
-        accelerator.load_state(str(path))
-        saved = torch.load(state_file, map_location="cpu", weights_only=True)
-        for name in vars(state):
-            setattr(state, name, saved[name])
-        for name, gen in self.generators.items():
-            gen.set_state(saved["generator_states"][name])
+            raise CommandError(f"argument --resume_from_checkpoint: {path} has no {state_file.name}; it was not "
+                               "written by this training script (with this number of processes).")
+        try:
+            accelerator.load_state(str(path))
+            saved = torch.load(state_file, map_location="cpu", weights_only=True)
+            for name in vars(state):
+                setattr(state, name, saved[name])
+            for name, gen in self.generators.items():
+                gen.set_state(saved["generator_states"][name])
+            pending = saved["pending_discriminator_grads"]
+        except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:
+            raise CommandError(f"argument --resume_from_checkpoint: cannot read the checkpoint {path} ("
+                               f"{type(error).__name__}: {error}); resume from another one or start a new "
+                               "--output_dir.") from None
         for name, param in self.discriminator.named_parameters():
-            grad = saved["pending_discriminator_grads"].get(name)
+            grad = pending.get(name)
             param.grad = None if grad is None else grad.to(param.device)
 
 
@@ -492,17 +657,33 @@ def run_settings(args: argparse.Namespace, accelerator: Accelerator) -> dict[str
     return settings
 
 
-def check_resume_settings(path: Path, current: Mapping[str, Any]) -> None:
-    """Refuse to resume with settings that change the data order or the meaning of a step; log other changes."""
+def check_resume_settings(path: Path, current: Mapping[str, Any], configs: Sequence[Any] = ()) -> None:
+    """Refuse to resume with settings that change the data order or the meaning of a step, or with another
+    architecture (`configs`: this run's generator and discriminator configs); log other changes."""
     args_file = path / ARGS_FILE
-    if not args_file.is_file():
-        raise CommandError(f"{path} has no {ARGS_FILE}; it is not a checkpoint of this training script.")
-    saved = json.loads(args_file.read_text())
+    try:
+        saved = json.loads(args_file.read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        saved_configs = [(folder, type(config).from_json_file(path / folder / "config.json"))
+                         for config, folder in zip(configs, ("generator", "discriminator"))]
+    except (OSError, ValueError) as error:
+        raise CommandError(f"argument --resume_from_checkpoint: {path} is not a readable checkpoint of this training "
+                           f"script ({error}); resume from another checkpoint or start a new --output_dir.") from None
     clashes = [f"--{k} {saved.get(k)} -> {current.get(k)}" for k in RESUME_MUST_MATCH if saved.get(k) != current.get(k)]
+    for config, (folder, saved_config) in zip(configs, saved_configs):  # the architecture: the config's own fields
+        ours, theirs = (json.loads(c.to_json_string(use_diff=False)) for c in (config, saved_config))
+        clashes += [f"{folder} {name} {theirs.get(name)} -> {ours.get(name)}"
+                    for name in inspect.signature(type(config).__init__).parameters
+                    if name in ours and ours.get(name) != theirs.get(name)]
     if clashes:
-        raise CommandError(f"Cannot resume from {path}: {'; '.join(clashes)}. Resume with the checkpoint's values "
-                           "(they fix the data order and what a step is), or start a new --output_dir.")
-    changed = [k for k in sorted(saved) if k in current and saved[k] != current[k] and k != "resume_from_checkpoint"]
+        listed = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise CommandError(f"argument --resume_from_checkpoint: cannot resume from {path} (checkpoint -> this run: "
+                           f"{listed}). "
+                           "Resume with the checkpoint's values (--preset, --generator_config/--discriminator_config "
+                           "and the settings that fix the data order), or start a new --output_dir.")
+    changed = [k for k in sorted(saved) if k in current and saved[k] != current[k]
+               and k not in ("resume_from_checkpoint", "overwrite_output_dir")]
     if changed:
         logger.warning(f"Resuming with changed settings: {', '.join(f'{k}={current[k]!r}' for k in changed)}")
 
@@ -548,16 +729,18 @@ class MetricEvaluation:
     def __init__(self, args: argparse.Namespace, accelerator: Accelerator) -> None:
         self.every_steps = args.eval_steps
         self.args = args
+        self.batch_size = args.eval_batch_size or max(1, args.gen_batch_size // accelerator.num_processes)
         try:
             self.feature_extractor = build_feature_extractor(
                 args.eval_feature_extractor, device=accelerator.device,
                 weights_path=args.eval_inception_weights if args.eval_feature_extractor == "inception" else None,
             )  # fmt: skip
         except (OSError, ValueError, ImportError) as error:
-            raise CommandError(f"--eval_feature_extractor {args.eval_feature_extractor!r}: {error}") from None
+            raise CommandError(f"argument --eval_feature_extractor: {args.eval_feature_extractor!r}: {error}") from None
         self.reference: ReferenceStatistics | None = None
-        if accelerator.is_main_process and {"fid", "kid"} & set(args.eval_metrics):
-            self.reference = self._load_reference(needs_features="kid" in args.eval_metrics)
+        if {"fid", "kid"} & set(args.eval_metrics):
+            self.reference = on_main_process(
+                accelerator, lambda: self._load_reference(needs_features="kid" in args.eval_metrics))
         self.latest: dict[str, Any] | None = None
 
     def _load_reference(self, needs_features: bool) -> ReferenceStatistics:
@@ -566,7 +749,7 @@ class MetricEvaluation:
             try:
                 reference = load_statistics(args.eval_reference)
             except (OSError, ValueError) as error:
-                raise CommandError(f"--eval_reference: {error}") from None
+                raise CommandError(f"argument --eval_reference: {error}") from None
             if needs_features and reference.features is None:
                 raise CommandError(f"KID needs reference features, but {args.eval_reference!r} has only mu/sigma; "
                                    "make it with `transgan stats ... --save_features` or drop kid from --eval_metrics.")
@@ -577,7 +760,7 @@ class MetricEvaluation:
             dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name,
                                          cache_dir=args.cache_dir)
             column = find_image_column(dataset, args.image_column)
-            batches = reference_batches(dataset, column, len(dataset), args.eval_batch_size, args.resolution)
+            batches = reference_batches(dataset, column, len(dataset), self.batch_size, args.resolution)
             return compute_reference_statistics(batches, self.feature_extractor, keep_features=needs_features)
         except (DatasetError, CorruptImageError, ValueError) as error:
             raise CommandError(f"Cannot compute the evaluation reference from the training images: {error}") from None
@@ -593,7 +776,7 @@ class MetricEvaluation:
 
         result = evaluate_generator(
             generate, args.eval_num_images, self.feature_extractor, self.reference, accelerator=context.accelerator,
-            batch_size=args.eval_batch_size, seed=args.seed, metrics=args.eval_metrics, progress=False,
+            batch_size=self.batch_size, seed=args.seed, metrics=args.eval_metrics, progress=False,
         )  # fmt: skip
         self.latest = {
             "step": context.step, "kimg": round(context.kimg, 3), "metrics": result["metrics"],
@@ -611,7 +794,7 @@ class TrainingLog:
 
     What the trackers get, in a form scripts can read without TensorBoard (`scripts/demo_report.py` plots it). On
     resume, rows after the checkpoint's step (written by the interrupted run) are dropped, so each step appears once
-    per kind of row.
+    per kind of row; so is a row that cannot be read (the last one, torn when the run was killed), with a warning.
     """
 
     FILE = "training_log.jsonl"
@@ -619,9 +802,16 @@ class TrainingLog:
     def __init__(self, accelerator: Accelerator, output_dir: Path, resumed_step: int) -> None:
         self.path = output_dir / self.FILE if accelerator.is_main_process else None
         if self.path is not None and self.path.is_file():
-            rows = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resumed_step]
-            self.path.write_text("".join(row + "\n" for row in rows))
+            rows, unreadable = [], 0
+            for line in filter(str.strip, self.path.read_text(errors="replace").splitlines()):
+                try:
+                    if json.loads(line)["step"] <= resumed_step:
+                        rows.append(line)
+                except (ValueError, KeyError, TypeError):
+                    unreadable += 1
+            if unreadable:
+                logger.warning(f"{self.path}: dropped {unreadable} unreadable row(s), torn by an interrupted run.")
+            write_text_atomically(self.path, "".join(row + "\n" for row in rows))
 
     def write(self, step: int, values: Mapping[str, Any]) -> None:
         if self.path is not None:
@@ -695,41 +885,49 @@ def needs_cpu_flag() -> bool:
 
 
 def save_png(image, path: Path) -> None:
-    """Write a PIL image atomically (temporary sibling, then rename)."""
+    """Write a PIL image atomically, with the user's umask permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    image.save(staging, format="PNG")
-    os.replace(staging, path)
+    with atomic_write(path) as temporary:
+        image.save(temporary, format="PNG")
 
 
 class SampleWriter:
     """Fixed-noise sample grids of the EMA generator: PNG under `folder` and images for the trackers.
 
-    Call it on every process: the main process samples and writes while the others wait at a barrier.
+    The grid is generated `batch_size` images per pipeline call (the generator's training batch per process, which
+    is known to fit); image `i` has its own latent and noise stream, so the grid does not depend on that size. Call it
+    on every process: the main process samples and writes while the others wait at a barrier (also if it fails).
     """
 
     def __init__(self, accelerator: Accelerator, pipeline: TransGANPipeline, folder: Path, num_images: int,
-                 seed: int) -> None:
+                 seed: int, batch_size: int) -> None:
         self.accelerator, self.pipeline, self.folder, self.seed = accelerator, pipeline, folder, seed
+        self.batch_size = batch_size
         latent_dim = pipeline.generator.config.latent_dim
         self.latents = torch.randn((num_images, latent_dim), generator=torch.Generator().manual_seed(seed))
 
     def __call__(self, step: int) -> Path | None:
         path = None
-        if self.accelerator.is_main_process:
-            noise = torch.Generator(device=self.accelerator.device).manual_seed(self.seed)
-            images = self.pipeline(latents=self.latents, generator=noise, output_type="pil").images
-            columns = math.isqrt(len(images))
-            grid = make_image_grid(images, rows=len(images) // columns, cols=columns)
-            path = self.folder / f"step_{step:06d}.png"
-            save_png(grid, path)
-            pixels = np.asarray(grid)[None]
-            for tracker in self.accelerator.trackers:
-                if tracker.name == "tensorboard":
-                    tracker.log_images({"samples": pixels}, step=step, dataformats="NHWC")
-                elif hasattr(tracker, "log_images"):
-                    tracker.log_images({"samples": pixels}, step=step)
-        self.accelerator.wait_for_everyone()
+        try:
+            if self.accelerator.is_main_process:
+                images = []
+                for start in range(0, len(self.latents), self.batch_size):
+                    latents = self.latents[start:start + self.batch_size]
+                    noise = [random_generator(self.accelerator.device, self.seed, index, purpose=2)  # one per image
+                             for index in range(start, start + len(latents))]
+                    images += self.pipeline(latents=latents, generator=noise, output_type="pil").images
+                columns = math.isqrt(len(images))
+                grid = make_image_grid(images, rows=len(images) // columns, cols=columns)
+                path = self.folder / f"step_{step:06d}.png"
+                save_png(grid, path)
+                pixels = np.asarray(grid)[None]
+                for tracker in self.accelerator.trackers:
+                    if tracker.name == "tensorboard":
+                        tracker.log_images({"samples": pixels}, step=step, dataformats="NHWC")
+                    elif hasattr(tracker, "log_images"):
+                        tracker.log_images({"samples": pixels}, step=step)
+        finally:
+            self.accelerator.wait_for_everyone()
         return path
 
 
@@ -801,7 +999,8 @@ class GANTrainer:
 
     def _clip(self, model: torch.nn.Module, optimizer) -> torch.Tensor:
         self.accelerator.unscale_gradients(optimizer=optimizer)  # fp16: only this optimiser's gradients
-        return torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+        # --max_grad_norm 0: no clipping, but the norm is still measured (logged and checked for NaN/inf)
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm or math.inf)
 
     def discriminator_iteration(self, real: torch.Tensor, step: int, update: bool, penalize: bool = True) -> None:
         """One loader iteration: D loss on a real batch and a fresh fake batch, backward; `update` steps Adam.
@@ -973,8 +1172,14 @@ def build_optimizers(args: argparse.Namespace, generator: torch.nn.Module, discr
 
 
 def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[EvaluationHook] = ()) -> TrainingResult:
-    """Train; `evaluation_hooks` run besides the `--eval_steps` evaluation (e.g. custom metrics in tests)."""
+    """Train; `evaluation_hooks` run besides the `--eval_steps` evaluation (e.g. custom metrics in tests).
+
+    Every input is checked before the output folder is touched (flags, --output_dir, configs, the checkpoint to resume,
+    the data, the evaluation network). The final checkpoint and pipeline are written before the end-of-run extras
+    (final sample grid, evaluation, model card additions, upload), whose failure is only a warning.
+    """
     args = parse_args(argv)
+    overwritten = check_output_dir(args)
     generator_config, discriminator_config = load_model_configs(args)
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
@@ -988,20 +1193,20 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.WARNING)
     transformers.utils.logging.disable_progress_bar()  # one "Writing model shards" bar per saved model otherwise
     check_batch_sizes(args, accelerator.num_processes)
+    last_checkpoint = None
+    if args.resume_from_checkpoint:
+        last_checkpoint = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
+        if last_checkpoint is not None:
+            check_resume_settings(last_checkpoint, run_settings(args, accelerator),
+                                  (generator_config, discriminator_config))
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     configure_cpu_memory(args, accelerator.device)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*output_dir.glob("checkpoint-*.tmp"), *output_dir.glob("checkpoint-*.old")]:
-            logger.warning(f"Removing {stale}, an unfinished checkpoint of an interrupted run.")
-            shutil.rmtree(stale, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    metric_evaluation = MetricEvaluation(args, accelerator) if args.eval_steps else None  # fails early
+    dataloader, transform, num_images, num_skipped = build_dataloader(args, accelerator)
+    metric_evaluation = MetricEvaluation(args, accelerator) if args.eval_steps else None  # fails before training
 
     generator, discriminator, ema = build_models(args, generator_config, discriminator_config, accelerator.device)
     generator_optimizer, discriminator_optimizer = build_optimizers(args, generator, discriminator)
-    dataloader, transform, num_images, num_skipped = build_dataloader(args, accelerator)
     generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader = accelerator.prepare(
         generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader
     )
@@ -1009,16 +1214,14 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     checkpointer = Checkpointer(accelerator, args, ema, trainer.random_generators, discriminator)
     pipeline = TransGANPipeline(generator=ema.model, discriminator=trainer.plain_discriminator)
 
+    on_main_process(accelerator, lambda: prepare_output_dir(output_dir, overwritten))  # the first write there
     state = TrainingState()
-    last_checkpoint = None
-    if args.resume_from_checkpoint:
-        last_checkpoint = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
-        if last_checkpoint is None:
-            logger.info(f"No checkpoint in {output_dir} yet; starting from scratch.")
-        else:
-            checkpointer.load(last_checkpoint, state)
-            logger.info(f"Resumed from {last_checkpoint} at step {state.step} "
-                        f"({state.kimg(args.train_batch_size):.1f} kimg).")
+    if last_checkpoint is not None:
+        checkpointer.load(last_checkpoint, state)
+        logger.info(f"Resumed from {last_checkpoint} at step {state.step} "
+                    f"({state.kimg(args.train_batch_size):.1f} kimg).")
+    elif args.resume_from_checkpoint:
+        logger.info(f"No checkpoint in {output_dir} yet; starting from scratch.")
     state.commands.append(launch_command(args, accelerator.num_processes))
     training_log = TrainingLog(accelerator, output_dir, state.step)
     evaluation_hooks = [*evaluation_hooks, *([metric_evaluation] if metric_evaluation else [])]
@@ -1034,8 +1237,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         f"{args.gen_gradient_accumulation_steps}; D gradients during G update: "
         f"{'leak into the next D update (official)' if args.official_d_grad_leak else 'frozen'}."
     )
-    write_samples = SampleWriter(accelerator, pipeline, output_dir / "samples", args.num_sample_images, args.seed)
-    samples_image: Path | None = None
+    write_samples = SampleWriter(accelerator, pipeline, output_dir / "samples", args.num_sample_images, args.seed,
+                                 batch_size=trainer.g_batch)
 
     def run_evaluation(step: int, final: bool) -> None:
         for hook in evaluation_hooks:
@@ -1051,7 +1254,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     data = batches(accelerator, dataloader, transform, state)
     interval_start, interval_kimg, overhead = time.perf_counter(), state.kimg(args.train_batch_size), 0.0
     segment_start, segment_seconds = time.perf_counter(), state.train_seconds
-    beta, final_samples_written = None, False
+    beta = None
     while state.step < args.max_train_steps:
         step = state.step + 1
         for index in range(iterations_per_step):
@@ -1082,23 +1285,40 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
                                  sec_per_kimg=f"{logs['speed/sec_per_kimg']:.1f}", refresh=False)
             interval_start, interval_kimg, overhead = time.perf_counter(), kimg, 0.0
         started = time.perf_counter()
-        if step % args.save_images_steps == 0 or final:
-            samples_image = write_samples(step) or samples_image
-            final_samples_written = final
-        if step % args.checkpointing_steps == 0 or final:
+        if step % args.checkpointing_steps == 0 or final:  # before the grid and evaluation, which may fail
             trainer.monitor.check(accelerator, last_checkpoint)
             last_checkpoint = checkpointer.save(state)
-        run_evaluation(step, final)
+        if not final:  # the last step's grid and evaluation come after the pipeline export
+            if step % args.save_images_steps == 0:
+                write_samples(step)
+            run_evaluation(step, final=False)
         overhead += time.perf_counter() - started
     progress.close()
 
+    # The run is saved (final checkpoint, then the pipeline) before the end-of-run extras, which only add to it.
     trainer.monitor.check(accelerator, last_checkpoint)
     pipeline_dir = output_dir / "pipeline"
-    if not final_samples_written:  # resumed from a checkpoint of the last step: nothing was trained
-        samples_image = write_samples(state.step)
     if accelerator.is_main_process:
-        export_pipeline(args, accelerator, pipeline, pipeline_dir, samples_image, state,
-                        metric_evaluation.latest if metric_evaluation else None)
+        export_pipeline(args, accelerator, pipeline, pipeline_dir, state)
+    accelerator.wait_for_everyone()
+
+    def extra(what: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception as error:  # the run is saved: report and go on
+            if accelerator.is_main_process:
+                print(f"warning: {what} failed ({type(error).__name__}: {' '.join(str(error).split())}); the run is "
+                      f"saved in {last_checkpoint} and {pipeline_dir}.", file=sys.stderr)
+            return None
+
+    samples_image = extra("the final sample grid", lambda: write_samples(state.step))
+    extra("the final evaluation", lambda: run_evaluation(state.step, final=True))
+    if accelerator.is_main_process:
+        evaluation = metric_evaluation.latest if metric_evaluation else None
+        extra("adding the sample grid and metrics to the model card", lambda: complete_model_card(
+            args, accelerator, pipeline, pipeline_dir, state, samples_image, evaluation))
+        if args.push_to_hub:
+            extra("uploading the pipeline", lambda: push_pipeline(args, pipeline_dir, state))
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:
         # gloo's worker threads free their last finished work (whose tensors Python owns) once they get the GIL. The
@@ -1117,16 +1337,11 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     return TrainingResult(output_dir, pipeline_dir, samples_image, state.step, kimg)
 
 
-def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline: TransGANPipeline,
-                    pipeline_dir: Path, samples_image: Path | None, state: TrainingState,
-                    evaluation: Mapping[str, Any] | None = None) -> None:
-    """Save the EMA pipeline with its model card (and push it with --push_to_hub); `evaluation` is the last
-    `--eval_steps` result, written into the card's metrics."""
-    card_samples = None
-    if samples_image is not None:
-        pipeline_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(samples_image, pipeline_dir / "samples.png")
-        card_samples = "samples.png"
+def model_card_arguments(args: argparse.Namespace, accelerator: Accelerator, state: TrainingState,
+                         samples_image: str | None = None,
+                         evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`make_model_card` arguments of the run; `evaluation` is the last `--eval_steps` result (used if it is of the
+    final step)."""
     kimg = state.kimg(args.train_batch_size)
     ema_text = (f"fixed decay {args.ema_decay} per G update" if args.ema_decay is not None
                 else f"half-life {args.ema_kimg} kimg, warm-up {args.ema_warmup}")
@@ -1141,7 +1356,7 @@ def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline
         "loss": f"{args.loss} (phi {args.phi}"
                 + (f", penalty every {args.gp_interval} D updates x {args.gp_interval}" if args.gp_interval > 1 else "")
                 + f"), n_critic {args.n_critic}, Adam lr {args.learning_rate} betas "
-                f"({args.adam_beta1}, {args.adam_beta2}), grad clip {args.max_grad_norm}",
+                f"({args.adam_beta1}, {args.adam_beta2}), grad clip {args.max_grad_norm or 'off'}",
         "EMA": ema_text,
         "DiffAugment": args.diffaug_policy,
         "D gradients during G update": "official leak" if args.official_d_grad_leak else "frozen",
@@ -1154,7 +1369,7 @@ def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline
     hub_dataset = HUB_DATASET_IDS.get(args.dataset_name, args.dataset_name)
     datasets = [hub_dataset] if hub_dataset and not os.path.exists(hub_dataset) else []
     card_kwargs = {"license": args.license, "datasets": datasets, "training": training,
-                   "samples_image": card_samples}
+                   "samples_image": samples_image}
     if evaluation is not None and evaluation["step"] == state.step:
         report = {**evaluation, "weights": {"kind": "ema"}}
         reference = "training images" if args.eval_reference == "train" else f"reference {args.eval_reference}"
@@ -1163,31 +1378,57 @@ def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline
                                                     "train" if args.eval_reference == "train" else None)
     if args.hub_model_id:
         card_kwargs["repo_id"] = args.hub_model_id
-    pipeline.save_pretrained(pipeline_dir, model_card_kwargs=card_kwargs)
-    if args.push_to_hub:
-        api = HfApi(token=args.hub_token)
-        try:
-            repo_id = create_hub_repo(api, args.hub_model_id, private=args.hub_private_repo)
-            url = upload_pipeline_folder(api, pipeline_dir, repo_id, commit_message=f"TransGAN, step {state.step}")
-        except OSError as error:
-            print(f"warning: the pipeline is saved in {pipeline_dir}, but uploading it to {args.hub_model_id} failed: "
-                  f"{error}", file=sys.stderr)
-        else:
-            print(f"Pushed to https://huggingface.co/{repo_id} ({url})")
+    return card_kwargs
+
+
+def export_pipeline(args: argparse.Namespace, accelerator: Accelerator, pipeline: TransGANPipeline,
+                    pipeline_dir: Path, state: TrainingState) -> None:
+    """Save the EMA pipeline and its model card; the end-of-run extras are added by `complete_model_card`."""
+    (pipeline_dir / "samples.png").unlink(missing_ok=True)  # a previous segment's grid, not of these weights
+    pipeline.save_pretrained(pipeline_dir, model_card_kwargs=model_card_arguments(args, accelerator, state))
+
+
+def complete_model_card(args: argparse.Namespace, accelerator: Accelerator, pipeline: TransGANPipeline,
+                        pipeline_dir: Path, state: TrainingState, samples_image: Path | None,
+                        evaluation: Mapping[str, Any] | None) -> None:
+    """Copy the final sample grid into the saved pipeline and rewrite its card with it and the final metrics."""
+    if samples_image is not None:
+        write_bytes_atomically(pipeline_dir / "samples.png", samples_image.read_bytes())
+    card_kwargs = model_card_arguments(args, accelerator, state, "samples.png" if samples_image else None, evaluation)
+    write_text_atomically(pipeline_dir / "README.md", str(make_model_card(pipeline, **card_kwargs)))
+
+
+def push_pipeline(args: argparse.Namespace, pipeline_dir: Path, state: TrainingState) -> None:
+    """Upload the saved pipeline folder (--push_to_hub); a failure is a warning, the local folder stays."""
+    api = HfApi(token=args.hub_token)
+    try:
+        repo_id = create_hub_repo(api, args.hub_model_id, private=args.hub_private_repo)
+        url = upload_pipeline_folder(api, pipeline_dir, repo_id, commit_message=f"TransGAN, step {state.step}")
+    except OSError as error:
+        print(f"warning: the pipeline is saved in {pipeline_dir}, but uploading it to {args.hub_model_id} failed: "
+              f"{error}", file=sys.stderr)
+    else:
+        print(f"Pushed to https://huggingface.co/{repo_id} ({url})")
 
 
 def cli_main() -> int:
+    """Run `main`; a user's mistake is one `error:` line and exit code 2 (3: the training diverged).
+
+    With several processes every one meets the same error, and only the main process prints it: the others wait,
+    and the launcher stops them once the main process has exited. One that is still running after
+    `OTHER_RANK_GRACE_SECONDS` (its error was its own) prints it too, with its rank.
+    """
     try:
         main()
-    except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except CorruptImageError as error:  # met while training (the first image is checked at start)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+    except (CommandError, CorruptImageError, NonFiniteError) as error:  # CorruptImageError: met while training
+        rank = int(os.environ.get("RANK", "0"))
+        if rank:
+            time.sleep(OTHER_RANK_GRACE_SECONDS)
+        print(f"error: {f'process {rank}: ' if rank else ''}{' '.join(str(error).split())}", file=sys.stderr)
+        return 3 if isinstance(error, NonFiniteError) else 2
+    except KeyboardInterrupt:  # a checkpoint being written stays unfinished (`.tmp`) and is removed at the next start
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

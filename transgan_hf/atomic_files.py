@@ -97,13 +97,20 @@ def move_entries_into_place(staging: Path, target: Path, entries: Sequence[str] 
     if entries is None:
         entries = sorted(entry.name for entry in staging.iterdir())
     trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    moved_aside: list[str] = []
     try:
         for entry in entries:
             new, old = staging / entry, target / entry
             if old.exists() or old.is_symlink():
                 os.replace(old, trash / entry)
+                moved_aside.append(entry)
             if new.exists():
                 os.replace(new, old)
+    except BaseException:
+        for entry in moved_aside:  # a failed rename must not lose the old entry: put back what has no replacement
+            if not (target / entry).exists():
+                os.replace(trash / entry, target / entry)
+        raise
     finally:
         shutil.rmtree(trash, ignore_errors=True)
 

@@ -1,14 +1,22 @@
 """`transgan` command line: one sub-command per module of `transgan_hf.commands`.
 
 Each command module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-Errors a user can fix are raised as `CommandError` and printed as one line (no traceback).
+Errors a user can fix are raised as `CommandError` and printed as one `error:` line on stderr, exit code 2 (no
+traceback). Commands turn the errors of the user's input and environment into `CommandError` where that input is
+read or the output written (`as_command_error`), so that a genuine bug elsewhere still shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from safetensors import SafetensorError
 
 COMMAND_MODULES = [
     "transgan_hf.commands.convert",
@@ -17,9 +25,47 @@ COMMAND_MODULES = [
     "transgan_hf.commands.stats",
 ]
 
+INPUT_ERRORS = (OSError, ValueError, TypeError, SafetensorError)
+"""What reading a user's file, folder or model (or writing an output) raises when the input, not the code, is at
+fault."""
+
 
 class CommandError(Exception):
     """A problem with the user's input or environment; printed as a single `error:` line."""
+
+
+@contextlib.contextmanager
+def as_command_error(prefix: str = "") -> Iterator[None]:
+    """Re-raise `INPUT_ERRORS` of the block as a `CommandError` (message: `prefix` + the error's); wrap only the
+    code that reads the input or writes the output."""
+    try:
+        yield
+    except INPUT_ERRORS as error:
+        raise CommandError(f"{prefix}{error}") from None
+
+
+def check_minimums(args: argparse.Namespace, minimums: dict[str, int]) -> None:
+    """Refuse flags below their minimum, e.g. `{"batch_size": 1}` (None = not given), before any work."""
+    for name, minimum in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise CommandError(f"--{name} must be >= {minimum}, got {value}.")
+
+
+def check_output_path(path: str | os.PathLike, flag: str, folder: bool) -> Path:
+    """Refuse an output path that cannot be written (checked before any work): a file where a folder is wanted or
+    the reverse, or a file on the way to it."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise CommandError(f"{flag} {str(path)!r} is a file; pass a folder.")
+    if not folder and path.is_dir():
+        raise CommandError(f"{flag} {str(path)!r} is a folder; pass a file name.")
+    existing = next(entry for entry in [path, *path.parents] if entry.exists() and (folder or entry != path))
+    if not existing.is_dir():
+        raise CommandError(f"{flag} {str(path)!r} cannot be created: {str(existing)!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CommandError(f"{flag} {str(path)!r} cannot be written: {str(existing)!r} is not writable.")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -7,25 +7,28 @@ The official checkpoint is a dict saved by `train_derived.py` (`gen_state_dict`,
 `dis_state_dict`, ...; keys prefixed `module.`). It is read with `torch.load(weights_only=True)`: no code in the file
 runs. Every official key is mapped; any key left over, missing, or of the wrong shape stops the conversion with the
 full list, and nothing is written to the output folder. The int64 `relative_position_index` buffers are dropped
-(the models recompute them).
+(the models recompute them). The official flags are type-checked, and a misspelt flag name is refused rather than
+replaced by its default. An output folder that holds the checkpoint or the flags file is refused, with or without
+`--overwrite`: the conversion never deletes its own input.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 import pickle
 import re
-import shutil
 import sys
-import tempfile
-import zipfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic_files import move_entries_into_place, remove_stale_staging_folders, staging_folder
 from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
 from .modeling_transgan import TransGANDiscriminator, TransGANGenerator
 from .pipeline_transgan import TransGANPipeline
@@ -53,30 +56,81 @@ class ConversionError(ValueError):
 # Official flags -> configurations
 # ---------------------------------------------------------------------------------------------------------------------
 
-_REQUIRED_FLAGS = ("gen_model", "dis_model", "latent_dim", "gf_dim", "g_depth", "bottom_width", "df_dim", "d_depth",
-                   "patch_size", "img_size")
+# The official flags the conversion reads: flag -> (type, default); flags without a default are required. Other
+# flags of an official run (learning rates, data paths, ...) do not change the networks and are ignored.
+_REQUIRED = object()
+_FLAGS: dict[str, tuple[str, Any]] = {
+    "gen_model": ("str", _REQUIRED), "dis_model": ("str", _REQUIRED), "latent_dim": ("int", _REQUIRED),
+    "gf_dim": ("int", _REQUIRED), "g_depth": ("ints", _REQUIRED), "bottom_width": ("int", _REQUIRED),
+    "df_dim": ("int", _REQUIRED), "d_depth": ("int", _REQUIRED), "patch_size": ("int", _REQUIRED),
+    "img_size": ("int", _REQUIRED), "g_norm": ("str", "ln"), "g_act": ("str", "gelu"), "g_mlp": ("float", 4.0),
+    "latent_norm": ("bool", False), "g_window_size": ("int", 16), "d_norm": ("str", "ln"), "d_act": ("str", "gelu"),
+    "d_mlp": ("float", 4.0), "d_window_size": ("int", 16),
+}
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "ints": "comma-separated integers such as \"1,2,3\" (or a list of integers)"}
 
 
-def _depths(value: Any) -> list[int]:
-    return [int(v) for v in str(value).split(",")] if not isinstance(value, (list, tuple)) else [int(v) for v in value]
+def _parse_flag(kind: str, value: Any) -> Any:
+    """`value` as `kind` (numbers may be strings, as on the official command line), or None if it is not one."""
+    if kind == "ints":
+        parts = value if isinstance(value, (list, tuple)) else str(value).split(",") if isinstance(value, (int, str)) \
+            else []
+        parsed = [_parse_flag("int", part) for part in parts]
+        return parsed if parts and None not in parsed else None
+    if kind in ("str", "bool"):
+        return value if isinstance(value, str if kind == "str" else bool) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value) if kind == "int" else float(value)
+        except ValueError:
+            return None
+    if kind == "int":
+        return value if isinstance(value, int) else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def official_flags(args: Any) -> dict[str, Any]:
+    """The flags the conversion reads, checked and typed, defaults filled in; a `ConversionError` names every
+    missing or ill-typed flag, and a key that looks like a misspelt flag (it would silently fall back to the
+    default)."""
+    if not isinstance(args, Mapping):
+        raise ConversionError(f"The official arguments must be a JSON object of flag: value pairs, got "
+                              f"{type(args).__name__}.")
+    missing = [flag for flag, (_, default) in _FLAGS.items() if default is _REQUIRED and flag not in args]
+    if missing:
+        raise ConversionError(f"The official arguments lack the flags {missing}; give the full set used for training.")
+    misspelt = {key: match[0] for key in args if key not in _FLAGS
+                for match in [difflib.get_close_matches(str(key), _FLAGS, n=1, cutoff=0.8)] if match}
+    if misspelt:
+        raise ConversionError("Unknown official flags " + ", ".join(f"{k!r} (did you mean {v!r}?)" for k, v in
+                                                                    misspelt.items()) + "; fix their names.")
+    flags, wrong = {}, []
+    for flag, (kind, default) in _FLAGS.items():
+        flags[flag] = _parse_flag(kind, args[flag]) if flag in args else default
+        if flags[flag] is None:
+            wrong.append(f"{flag!r} must be {_KIND_NAMES[kind]}, got {args[flag]!r}")
+    if wrong:
+        raise ConversionError("Bad official flags: " + "; ".join(wrong) + ".")
+    return flags
 
 
 def configs_from_official_args(args: Mapping[str, Any]) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
     """Build our configurations from the official command-line flags (as a dict, e.g. `cifar_small_args.json`)."""
-    missing = [flag for flag in _REQUIRED_FLAGS if flag not in args]
-    if missing:
-        raise ConversionError(f"The official arguments lack the flags {missing}; give the full set used for training.")
+    args = official_flags(args)
     shared_g = dict(
-        latent_dim=int(args["latent_dim"]),
-        bottom_width=int(args["bottom_width"]),
-        hidden_size=int(args["gf_dim"]),
-        norm_type=args.get("g_norm", "ln"),
-        hidden_act=args.get("g_act", "gelu"),
-        mlp_ratio=float(args.get("g_mlp", 4)),
-        latent_norm=bool(args.get("latent_norm", False)),
+        latent_dim=args["latent_dim"],
+        bottom_width=args["bottom_width"],
+        hidden_size=args["gf_dim"],
+        norm_type=args["g_norm"],
+        hidden_act=args["g_act"],
+        mlp_ratio=args["g_mlp"],
+        latent_norm=args["latent_norm"],
     )
-    g_depth = _depths(args["g_depth"])
-    g_window = int(args.get("g_window_size", 16))
+    g_depth = args["g_depth"]
+    g_window = args["g_window_size"]
     gen_model = args["gen_model"]
     bw = shared_g["bottom_width"]
     if gen_model == "ViT_custom_rp":
@@ -97,17 +151,17 @@ def configs_from_official_args(args: Mapping[str, Any]) -> tuple[TransGANGenerat
             "ViT_custom_local544444_256_rp(_noise), Celeba256_gen (the other official classes do not run with their "
             "shipped flags)."
         )
-    df = int(args["df_dim"])
-    depth = int(args["d_depth"])
+    df = args["df_dim"]
+    depth = args["d_depth"]
     shared_d = dict(
-        image_size=int(args["img_size"]),
-        patch_size=int(args["patch_size"]),
+        image_size=args["img_size"],
+        patch_size=args["patch_size"],
         hidden_size=df,
-        norm_type=args.get("d_norm", "ln"),
-        hidden_act=args.get("d_act", "gelu"),
-        mlp_ratio=float(args.get("d_mlp", 4)),
+        norm_type=args["d_norm"],
+        hidden_act=args["d_act"],
+        mlp_ratio=args["d_mlp"],
     )
-    d_window = int(args.get("d_window_size", 16))
+    d_window = args["d_window_size"]
     dis_model = args["dis_model"]
     if dis_model == "ViT_custom_scale2_rp_noise":
         d = dict(patch_embed_dims=[df // 4 * 3, df // 4], depths=[depth, depth], window_sizes=[0, 0],
@@ -126,7 +180,7 @@ def configs_from_official_args(args: Mapping[str, Any]) -> tuple[TransGANGenerat
         )
     try:
         return TransGANGeneratorConfig(**shared_g, **g), TransGANDiscriminatorConfig(**shared_d, **d)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise ConversionError(f"The official arguments describe an invalid model: {error}") from None
 
 
@@ -252,6 +306,11 @@ def map_state_dict(
             f"The {what} weights do not match the configuration: " + "; ".join(problems)
             + ". Check --preset / --official_args against the flags the checkpoint was trained with."
         )
+    nonfinite = [official_key(key) for key, value in mapped.items()
+                 if value.is_floating_point() and not torch.isfinite(value).all()]
+    if nonfinite:
+        raise ConversionError(f"The {what} weights hold NaN or infinite values ({len(nonfinite)} tensors: "
+                              f"{', '.join(nonfinite)}); the checkpoint is damaged or its training diverged.")
     return mapped
 
 
@@ -264,26 +323,35 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read an official training checkpoint safely (`weights_only=True`) and check its layout."""
     path = Path(path)
     if not path.is_file():
-        raise ConversionError(f"Checkpoint file {str(path)!r} does not exist.")
+        problem = "is a folder; pass the checkpoint file in it" if path.is_dir() else "does not exist"
+        raise ConversionError(f"Checkpoint file {str(path)!r} {problem}.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says what matters
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise ConversionError(
-            f"{str(path)!r} is not a plain official checkpoint: it holds objects that a weights-only load refuses "
-            f"({str(error).splitlines()[0]}). Only checkpoints saved by the official train_derived.py are supported."
+            f"{str(path)!r} is not a plain official checkpoint: a weights-only load refuses it (it holds Python "
+            "objects other than tensors and plain containers, which could run code). Only checkpoints saved by the "
+            "official train_derived.py are supported; nothing in the file was run."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # any failure of the parser on a foreign file: the file is unreadable, not our bug
+        detail = str(error).splitlines()[0] if str(error) else "no details"
         raise ConversionError(
-            f"{str(path)!r} cannot be read as a PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no details'}); the file may be truncated or not a "
-            "checkpoint. Download it again."
+            f"{str(path)!r} cannot be read as a PyTorch checkpoint ({type(error).__name__}: {detail}); the file may be "
+            "truncated or not a checkpoint. Download it again."
         ) from None
     if not isinstance(checkpoint, dict) or not any(k in checkpoint for k in ("avg_gen_state_dict", "gen_state_dict")):
-        found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ConversionError(
             f"{str(path)!r} is not an official TransGAN training checkpoint: expected a dict with "
             f"'avg_gen_state_dict', 'gen_state_dict' and 'dis_state_dict', found {found}."
         )
+    for key in ("avg_gen_state_dict", "gen_state_dict", "dis_state_dict"):
+        state = checkpoint.get(key, {})
+        if not isinstance(state, dict) or not all(isinstance(name, str) for name in state):
+            raise ConversionError(f"{str(path)!r}: {key!r} is not a state dict (names -> tensors); the checkpoint is "
+                                  "damaged or not from the official train_derived.py.")
     return checkpoint
 
 
@@ -300,8 +368,8 @@ def convert_checkpoint(
         raise ConversionError(f"--weights must be 'ema' or 'raw', got {weights!r}.")
     gen_key = "avg_gen_state_dict" if weights == "ema" else "gen_state_dict"
     if gen_key not in checkpoint:
-        raise ConversionError(f"The checkpoint has no {gen_key!r} (found {sorted(checkpoint)}); try --weights "
-                              f"{'raw' if weights == 'ema' else 'ema'}.")
+        raise ConversionError(f"The checkpoint has no {gen_key!r} (found {sorted(map(str, checkpoint))}); try "
+                              f"--weights {'raw' if weights == 'ema' else 'ema'}.")
     with torch.device("meta"):
         generator = TransGANGenerator(generator_config)
     state = map_state_dict(checkpoint[gen_key], generator, lambda k: official_generator_key(k, gen_model), "generator")
@@ -328,26 +396,35 @@ def _restore_frozen_flags(model: torch.nn.Module) -> None:
             param.requires_grad_(False)
 
 
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+def _check_paths(output_dir: Path, overwrite: bool, inputs: Mapping[str, Any]) -> None:
+    """Refuse an output folder that holds (or is) one of the input files, whatever `overwrite` says: replacing the
+    folder would delete the input. Without `overwrite`, refuse a non-empty one."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"--output_dir {str(output_dir)!r} is a file; pass a folder.")
+    outputs = {Path(os.path.abspath(output_dir)), output_dir.resolve()}
+    for flag, path in inputs.items():
+        if isinstance(path, (str, os.PathLike)):
+            for candidate in {Path(os.path.abspath(path)), Path(path).resolve()}:
+                if any(candidate == out or out in candidate.parents for out in outputs):
+                    raise ConversionError(
+                        f"{flag} {str(path)!r} lies inside --output_dir {str(output_dir)!r}, which the conversion "
+                        "replaces; write the pipeline to another folder."
+                    )
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise ConversionError(
             f"--output_dir {str(output_dir)!r} exists and is not an empty folder; pass --overwrite or pick another."
         )
 
 
-def _write_atomically(output_dir: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
-    """Write into a temporary sibling folder, then rename it into place: a failure leaves no partial output."""
-    _check_output_dir(output_dir, overwrite)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+def _write_atomically(output_dir: Path, write: Callable[[Path], None]) -> None:
+    """Write into a staging folder beside `output_dir`, then rename the result into place (replacing every old
+    entry): a failure leaves neither partial output nor a half-replaced folder."""
+    output_dir = output_dir.resolve()  # a symlinked folder: stage beside the real one, so every move is a rename
+    remove_stale_staging_folders(output_dir.parent, output_dir.name)
+    with staging_folder(output_dir) as staging:
         write(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        old = [entry.name for entry in output_dir.iterdir()] if output_dir.is_dir() else []
+        move_entries_into_place(staging, output_dir, sorted({entry.name for entry in staging.iterdir()} | set(old)))
 
 
 def convert(
@@ -362,19 +439,19 @@ def convert(
     `discriminator/`, and a `README.md` model card that carries the official non-commercial licence)."""
     if (preset is None) == (official_args is None):
         raise ConversionError("Give exactly one of --preset or --official_args.")
+    output_dir = Path(output_dir)
+    _check_paths(output_dir, overwrite, {"--checkpoint": checkpoint_path, "--official_args": official_args})
     if official_args is not None:
         if not isinstance(official_args, Mapping):
             try:
-                official_args = json.loads(Path(official_args).read_text())
-            except (OSError, json.JSONDecodeError) as error:
+                official_args = json.loads(Path(official_args).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8 text
                 raise ConversionError(f"Cannot read --official_args {str(official_args)!r}: {error}") from None
         generator_config, discriminator_config = configs_from_official_args(official_args)
         gen_model, dis_model = official_args["gen_model"], official_args["dis_model"]
     else:
         generator_config, discriminator_config = configs_from_preset(preset)
         gen_model, dis_model = OFFICIAL_PRESETS[preset]
-    output_dir = Path(output_dir)
-    _check_output_dir(output_dir, overwrite)
     checkpoint = load_official_checkpoint(checkpoint_path)
     if checkpoint.get("gen_model", gen_model) != gen_model or checkpoint.get("dis_model", dis_model) != dis_model:
         raise ConversionError(
@@ -392,7 +469,7 @@ def convert(
     }
     pipeline = TransGANPipeline(generator=generator, discriminator=discriminator)
     model_card_kwargs = {"converted_from_official": True, "training": conversion}
-    _write_atomically(output_dir, overwrite, lambda folder: pipeline.save_pretrained(folder, model_card_kwargs))
+    _write_atomically(output_dir, lambda folder: pipeline.save_pretrained(folder, model_card_kwargs))
     return output_dir
 
 

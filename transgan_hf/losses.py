@@ -10,6 +10,7 @@ so the losses stay sound when the discriminator runs under bf16/fp16 autocast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -63,8 +64,8 @@ def generator_loss(fake_logits: torch.Tensor, loss_type: str) -> torch.Tensor:
 
 def gradient_penalty_weight(phi: float) -> float:
     """Weight of the penalty in the discriminator loss, 10 / φ² (official)."""
-    if phi <= 0:
-        raise ValueError(f"The gradient-penalty target norm phi must be positive, got {phi}.")
+    if not 0 < phi < math.inf:  # also refuses NaN
+        raise ValueError(f"The gradient-penalty target norm phi must be positive and finite, got {phi}.")
     return 10.0 / phi**2
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .atomic_files import atomic_write
 from .convert_official import OFFICIAL_LICENSE_NOTE
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ def update_model_card_metrics(folder: str | os.PathLike, metrics: Sequence[Mappi
         card.text = pattern.sub(lambda _: section, card.text, count=1)
     else:
         card.text = card.text.rstrip("\n") + "\n\n## Evaluation\n\n" + section + "\n"
-    _save_atomically(card, path)
+    with atomic_write(path) as temporary:  # a crash keeps the old card; the new one gets the umask's permissions
+        card.save(temporary)
 
 
 def normalize_metrics(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -229,17 +230,6 @@ def _string_list(name: str, values: Sequence[str] | None) -> list[str]:
 def _table_cell(value: Any) -> str:
     """A Markdown table cell: one line, with `|` escaped."""
     return " ".join(str(value).split()).replace("|", "\\|")
-
-
-def _save_atomically(card: ModelCard, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        card.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["make_model_card", "update_model_card_metrics"]

@@ -7,20 +7,22 @@ both of these load it:
     TransGANPipeline.from_pretrained("org/transgan-stl10")                         # with this package installed
     DiffusionPipeline.from_pretrained("org/transgan-stl10", trust_remote_code=True)  # diffusers alone
 
-This file imports only torch, diffusers, huggingface_hub and its sibling modeling/configuration files, because it is
-itself the remote code of saved folders. Package-only helpers (the model card) are imported where they are used.
+This file imports only torch, diffusers, huggingface_hub, the standard library and its sibling modeling/configuration
+files, because it is itself the remote code of saved folders. Package-only helpers (the model card, atomic files) are
+imported where they are used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,16 @@ from transformers import PreTrainedModel
 # Also imported (not only the models) so that diffusers' remote-code loader, which copies only the files a pipeline
 # file imports directly, copies the configuration file as well.
 from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
-from .modeling_transgan import TransGANDiscriminator, TransGANGenerator
+from .modeling_transgan import BatchNoiseRows, NoiseGenerator, TransGANDiscriminator, TransGANGenerator
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 TRUNCATION_BOUND = 2.0
 """Truncated latents are standard normal values restricted to [-2, 2], then multiplied by `truncation`."""
+MAX_SAMPLES_PER_CALL = 2**16
+"""Samples (`batch_size * num_candidates`) of one call; larger jobs are several calls (`transgan generate` does it)."""
+MAX_INTERPOLATION_STEPS = 4096
 
 MODEL_INDEX = "model_index.json"
 MODEL_CARD = "README.md"
@@ -126,10 +131,14 @@ class TransGANPipeline(DiffusionPipeline):
                 (`(B, C, H, W)` tensor in [0, 1]).
             return_dict: return an [`~diffusers.ImagePipelineOutput`] instead of a tuple.
 
-        Both networks run in eval mode during the call; their train/eval mode is restored afterwards.
+        Both networks run in eval mode during the call; their train/eval mode is restored afterwards. A call whose
+        samples do not fit in the free memory of the device at once runs in several forward passes, with the same
+        latents and noise (so the same images up to the round-off of batched matrix products); it fails only when not
+        even one sample fits.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type`={output_type!r} is not supported; use one of {', '.join(OUTPUT_TYPES)}.")
+        check_output_type(output_type)
+        if not isinstance(return_dict, bool):
+            raise ValueError(f"`return_dict` must be True or False, got {return_dict!r}.")
         check_positive_int("num_candidates", num_candidates)
         if num_candidates > 1 and self.discriminator is None:
             raise ValueError(
@@ -141,9 +150,12 @@ class TransGANPipeline(DiffusionPipeline):
             batch_size = self._check_latents(latents, batch_size, truncation, num_candidates)
         else:
             check_positive_int("batch_size", batch_size)
-        generators = per_image_generators(generator, batch_size)
         num_samples = batch_size * num_candidates
-        self._check_memory(num_samples, with_discriminator=num_candidates > 1)
+        check_sample_count(num_samples)
+        generators = per_image_generators(generator, batch_size)
+        # A generator of a list serves all candidates of its image: they stay in one pass, so that it draws as unsplit.
+        unit = num_candidates if generators is not None else 1
+        samples_per_pass = self._samples_per_pass(num_samples, with_discriminator=num_candidates > 1, unit=unit)
         device = self._execution_device
 
         if latents is None:
@@ -153,9 +165,14 @@ class TransGANPipeline(DiffusionPipeline):
         noise_generator = generator if generators is None else [g for g in generators for _ in range(num_candidates)]
 
         with eval_mode(self.generator, self.discriminator):
-            images = self.generator(latents, noise_generator=noise_generator).images
+            images, scores = [], []
+            for rows, noise in forward_passes(noise_generator, num_samples, samples_per_pass):
+                images.append(self.generator(latents[rows], noise_generator=noise).images)
+                if num_candidates > 1:
+                    scores.append(self.discriminator(images[-1], noise_generator=noise).logits.squeeze(-1).float())
+            images = images[0] if len(images) == 1 else torch.cat(images)
             if num_candidates > 1:
-                scores = self.discriminator(images, noise_generator=noise_generator).logits.squeeze(-1).float()
+                scores = torch.cat(scores)
                 images = images[select_best(scores, batch_size, num_candidates, per_image=generators is not None)]
 
         images = self.image_processor.postprocess(images.float(), output_type=output_type)
@@ -182,15 +199,15 @@ class TransGANPipeline(DiffusionPipeline):
 
         Args:
             seed_a, seed_b: seeds of the two end points.
-            num_steps: number of images, end points included (>= 2).
+            num_steps: number of images, end points included (2 to `MAX_INTERPOLATION_STEPS`).
             truncation, output_type: as in `__call__`.
         """
         check_seed("seed_a", seed_a)
         check_seed("seed_b", seed_b)
-        check_positive_int("num_steps", num_steps)
-        if num_steps < 2:
-            raise ValueError(f"`num_steps` must be >= 2 (the two end points are included), got {num_steps}.")
+        check_positive_int("num_steps", num_steps, 2, MAX_INTERPOLATION_STEPS,
+                           " (the end points included; interpolate in several calls for more images)")
         check_truncation(truncation)
+        check_output_type(output_type)
         generator_a = torch.Generator().manual_seed(seed_a)
         latent_a = self.sample_latents(1, generator_a, truncation)[0]
         latent_b = self.sample_latents(1, torch.Generator().manual_seed(seed_b), truncation)[0]
@@ -211,6 +228,12 @@ class TransGANPipeline(DiffusionPipeline):
 
         With a list of generators, each draws `num_samples // len(generator)` consecutive rows.
         """
+        check_positive_int("num_samples", num_samples)
+        check_sample_count(num_samples)
+        check_truncation(truncation)
+        if not isinstance(generator, (torch.Generator, list, type(None))):
+            kind = type(generator).__name__
+            raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {kind}.")
         latent_dim = self.generator.config.latent_dim
         if isinstance(generator, list):
             if num_samples % len(generator):
@@ -238,17 +261,35 @@ class TransGANPipeline(DiffusionPipeline):
             raise ValueError(f"`batch_size`={batch_size} does not match the {latents.shape[0]} rows of `latents`.")
         return latents.shape[0]
 
-    def _check_memory(self, num_samples: int, with_discriminator: bool) -> None:
-        """Refuse a batch that cannot fit in the free memory of the execution device (rough activation estimate)."""
-        needed = num_samples * estimate_sample_bytes(self.generator.config, self.discriminator.config
-                                                     if with_discriminator else None, self.generator.dtype)
-        available = available_memory_bytes(self._execution_device)
-        if available is not None and needed > available:
+    def _samples_per_pass(self, num_samples: int, with_discriminator: bool, unit: int = 1) -> int:
+        """How many samples (a multiple of `unit`) one forward pass can take in the memory the execution device has
+        left (all of them when that is unknown); `ValueError` when not even the results and one unit fit (rough
+        activation estimate)."""
+        device = self._execution_device
+        available = available_memory_bytes(device)
+        if available is None:
+            return num_samples
+        config = self.generator.config
+        # The raw images of every sample and the float32 copies of post-processing.
+        result_bytes = num_samples * config.out_channels * config.image_size**2 * (self.generator.dtype.itemsize + 12)
+        discriminator_config = self.discriminator.config if with_discriminator else None
+        sample_bytes = estimate_sample_bytes(config, discriminator_config, self.generator.dtype)
+        samples_per_pass = (available - result_bytes) // (sample_bytes * unit) * unit
+        if samples_per_pass >= 1:
+            return min(num_samples, samples_per_pass)
+        free = f"only {format_bytes(available)} are free"
+        if result_bytes >= available:
             raise ValueError(
-                f"{num_samples} samples need about {needed / 2**30:.1f} GiB on {self._execution_device}, but only "
-                f"{available / 2**30:.1f} GiB are free; generate in smaller batches (lower `batch_size` or "
-                "`num_candidates`; `transgan generate --batch_size` splits the work for you)."
+                f"The {num_samples} images of this call alone need about {format_bytes(result_bytes)} on {device}, "
+                f"but {free}; ask for fewer images per call (lower `batch_size` or `num_candidates`; `transgan "
+                "generate --batch_size` splits the work for you)."
             )
+        what = "One sample needs" if unit == 1 else f"The {unit} candidates of one image need"
+        raise ValueError(
+            f"{what} about {format_bytes(unit * sample_bytes)} on {device}, but {free} besides the results; free "
+            f"memory, load the pipeline with dtype=torch.bfloat16{', lower `num_candidates`' if unit > 1 else ''}, "
+            "or use a device with more memory."
+        )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Loading
@@ -275,6 +316,9 @@ class TransGANPipeline(DiffusionPipeline):
             generator, discriminator: ready-made components to use instead of loading them (`discriminator=None`
                 skips the discriminator).
         """
+        if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            raise TypeError(f"`pretrained_model_name_or_path` must be a folder path or a Hub repo id (str), got "
+                            f"{type(pretrained_model_name_or_path).__name__}.")
         folder = resolve_pipeline_folder(pretrained_model_name_or_path, revision, token, cache_dir, local_files_only)
         index = read_model_index(folder)
         load_kwargs = {"dtype": kwargs.pop("dtype", kwargs.pop("torch_dtype", None)),
@@ -316,7 +360,9 @@ class TransGANPipeline(DiffusionPipeline):
         push_to_hub = kwargs.pop("push_to_hub", False)
         hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "token", "private", "commit_message", "create_pr")
                       if k in kwargs}
-        model_card = load_model_card_module()
+        atomic_files, model_card = load_package_modules()
+        if model_card_kwargs is not None and not isinstance(model_card_kwargs, dict):
+            raise ValueError(f"`model_card_kwargs` must be a dict or None, got {type(model_card_kwargs).__name__}.")
         save_directory = Path(save_directory)
         if save_directory.exists() and not save_directory.is_dir():
             raise ValueError(f"Cannot save the pipeline to {str(save_directory)!r}: it is a file, not a folder.")
@@ -324,15 +370,11 @@ class TransGANPipeline(DiffusionPipeline):
         if push_to_hub:
             card_kwargs.setdefault("repo_id", hub_kwargs.get("repo_id", save_directory.name))
         card = model_card.make_model_card(self, **card_kwargs)  # validates the card arguments before any writing
-        save_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{save_directory.name}.", dir=save_directory.parent))
-        try:
+        with atomic_files.staging_folder(save_directory) as staging:
             super().save_pretrained(staging, **kwargs)
             self._write_remote_code(staging)
             card.save(staging / MODEL_CARD)
-            move_entries_into_place(staging, save_directory, PIPELINE_ENTRIES)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            atomic_files.move_entries_into_place(staging, save_directory, PIPELINE_ENTRIES)
         samples_image = card_kwargs.get("samples_image")
         if samples_image and not (save_directory / samples_image).is_file():
             logger.warning(f"The model card shows {samples_image!r}, which is not in {str(save_directory)!r} yet.")
@@ -411,9 +453,23 @@ def check_components(generator: Any, discriminator: Any) -> None:
         )
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+def check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > (maximum or value):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ValueError(f"`{name}` must be an integer {bounds}{hint}, got {value!r}.")
+
+
+def check_sample_count(num_samples: int) -> None:
+    if num_samples > MAX_SAMPLES_PER_CALL:
+        raise ValueError(
+            f"One call makes at most {MAX_SAMPLES_PER_CALL} samples (`batch_size` * `num_candidates`), got "
+            f"{num_samples}; generate in several calls (`transgan generate --batch_size` splits the work for you)."
+        )
+
+
+def check_output_type(output_type: Any) -> None:
+    if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
+        raise ValueError(f"`output_type`={output_type!r} is not supported; use one of {', '.join(OUTPUT_TYPES)}.")
 
 
 def check_seed(name: str, value: Any) -> None:
@@ -461,6 +517,31 @@ def draw_latents(
     latents = torch.empty(shape, device=device)
     torch.nn.init.trunc_normal_(latents, a=-TRUNCATION_BOUND, b=TRUNCATION_BOUND, generator=generator)
     return latents * truncation
+
+
+def forward_passes(
+    noise_generator: NoiseGenerator, num_samples: int, samples_per_pass: int
+) -> Iterator[tuple[slice, NoiseGenerator]]:
+    """The rows of each forward pass and the noise source for them, for a call split into passes of
+    `samples_per_pass`.
+
+    A single `torch.Generator` is served through `BatchNoiseRows` (every pass starts from its state and keeps its
+    rows of the whole batch's noise); afterwards it is left where one pass would have left it. Per-sample generators
+    are sliced; the global RNG (`None`) just draws on.
+    """
+    if samples_per_pass >= num_samples:
+        yield slice(0, num_samples), noise_generator
+        return
+    state = noise_generator.get_state() if isinstance(noise_generator, torch.Generator) else None
+    for start in range(0, num_samples, samples_per_pass):
+        rows = slice(start, min(start + samples_per_pass, num_samples))
+        if state is not None:
+            pass_generator = torch.Generator(device=noise_generator.device).set_state(state)
+            yield rows, BatchNoiseRows(pass_generator, num_samples, rows)
+        else:
+            yield rows, noise_generator[rows] if isinstance(noise_generator, list) else None
+    if state is not None:
+        noise_generator.set_state(pass_generator.get_state())
 
 
 def select_best(scores: torch.Tensor, batch_size: int, num_candidates: int, per_image: bool) -> torch.Tensor:
@@ -516,16 +597,48 @@ def estimate_sample_bytes(
     return int(peak * torch.finfo(dtype).bits // 8)
 
 
+def format_bytes(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
 def available_memory_bytes(device: torch.device) -> int | None:
-    """Free memory of `device` (CUDA: driver-reported; CPU: available physical pages), or None when unknown."""
+    """Memory that a forward pass on `device` can still get, or None when unknown.
+
+    Memory this process holds but has freed counts as available, since its next allocations reuse it: on CUDA,
+    free device memory plus what PyTorch's caching allocator keeps unused; on a CPU, the system's MemAvailable (free
+    pages plus caches the kernel can drop) plus the freed memory glibc's heap keeps (all of it once
+    `transgan_hf.cpu_memory.reuse_freed_cpu_memory` is on, as in training and `transgan generate`).
+    """
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu" and hasattr(os, "sysconf"):
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            return None
-    return None
+        free = torch.cuda.mem_get_info(device)[0]
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
+        return kib * 1024 + freed_heap_bytes()
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    try:  # other Unix systems: free pages only (what the system would give back quickly is unknown there)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def freed_heap_bytes() -> int:
+    """Bytes freed into glibc's heap and kept there for reuse (`mallinfo2().fordblks`); 0 with another C library."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError, TypeError):
+        return 0
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -590,54 +703,53 @@ def read_model_index(folder: Path) -> dict[str, Any]:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise OSError(f"{str(index_path)!r} is not valid JSON ({error}); save the pipeline again.") from None
-    class_name = index.get("_class_name") if isinstance(index, dict) else None
-    if isinstance(class_name, list):
-        class_name = class_name[-1]
-    if class_name != "TransGANPipeline":
-        raise OSError(f"{str(index_path)!r} describes a {class_name!r} pipeline, not a TransGANPipeline.")
-    generator_entry = index.get("generator")
-    if not isinstance(generator_entry, list) or generator_entry[-1] != "TransGANGenerator":
-        raise OSError(f"{str(index_path)!r} declares no TransGANGenerator component (found {generator_entry!r}).")
+    check_model_index(index, index_path)
     if not (folder / "generator").is_dir():
         raise OSError(f"{str(folder)!r} has no generator/ folder; the pipeline was not saved completely.")
-    discriminator_entry = index.get("discriminator") or [None, None]
-    if discriminator_entry[0] is not None and not (folder / "discriminator").is_dir():
+    if index.get("discriminator", [None])[0] is not None and not (folder / "discriminator").is_dir():
         raise OSError(f"{str(folder)!r} declares a discriminator but has no discriminator/ folder; save it again.")
     return index
 
 
-def move_entries_into_place(staging: Path, target: Path, entries: Sequence[str]) -> None:
-    """Move the `entries` written in `staging` to `target` and remove stale ones; other files of `target` stay.
+def check_model_index(index: Any, index_path: Path) -> None:
+    """`OSError` unless `index` is a TransGANPipeline `model_index.json`: the pipeline class, a generator entry
+    `[library, "TransGANGenerator"]`, an optional discriminator entry, nothing else but `_` metadata."""
+    where = f"{str(index_path)!r}"
+    fix = "save the pipeline again with TransGANPipeline.save_pretrained"
+    if not isinstance(index, dict):
+        raise OSError(f"{where} must hold a JSON object, not a {type(index).__name__}; {fix}.")
+    class_name = index.get("_class_name")
+    if isinstance(class_name, list) and class_name:
+        class_name = class_name[-1]
+    if class_name != "TransGANPipeline":
+        raise OSError(f"{where} describes a {class_name!r} pipeline, not a TransGANPipeline.")
+    expected = {"generator": "TransGANGenerator", "discriminator": "TransGANDiscriminator"}
+    for name, entry in index.items():
+        if name.startswith("_"):
+            continue
+        if name not in expected:
+            raise OSError(f"{where} declares a component {name!r} that a TransGANPipeline does not have; {fix}.")
+        valid = (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                 and entry[1] == expected[name]) or (name == "discriminator" and entry == [None, None])
+        if not valid:
+            allowed = f'["<library>", "{expected[name]}"]' + (" or [null, null]" if name == "discriminator" else "")
+            raise OSError(f"{where} has {name!r}: {json.dumps(entry)}, but it must be {allowed}; {fix}.")
+    if "generator" not in index:
+        raise OSError(f"{where} declares no TransGANGenerator component (no 'generator' entry); {fix}.")
 
-    A missing `target` is created by one rename. Otherwise each old entry is first renamed into a trash folder
-    beside `target`, so every step is a rename and a crash never leaves a half-copied entry.
-    """
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+
+def load_package_modules():
+    """`transgan_hf.atomic_files` and `transgan_hf.model_card`; package-only (not part of the remote code of saved
+    folders)."""
     try:
-        for entry in entries:
-            new, old = staging / entry, target / entry
-            if old.exists() or old.is_symlink():
-                os.replace(old, trash / entry)
-            if new.exists():
-                os.replace(new, old)
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def load_model_card_module():
-    """`transgan_hf.model_card`; package-only (it is not part of the remote code of saved folders)."""
-    try:
-        from . import model_card
+        from . import atomic_files, model_card
     except ImportError:
         raise ImportError(
             "Saving a TransGANPipeline writes its model card with the transgan_hf package, which is not importable "
             "here (this pipeline was loaded as remote code). Install transgan_hf (`pip install transgan-hf`) and load "
             "the pipeline with transgan_hf.TransGANPipeline.from_pretrained."
         ) from None
-    return model_card
+    return atomic_files, model_card
 
 
 def hub_unreachable(error: BaseException) -> bool:

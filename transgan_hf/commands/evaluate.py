@@ -10,11 +10,11 @@ import argparse
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
-from ..cli import CommandError
+from ..atomic_files import write_text_atomically
+from ..cli import INPUT_ERRORS, CommandError, as_command_error, check_minimums, check_output_path
 from .generate import resolve_device
 
 EXAMPLES = """\
@@ -56,13 +56,11 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
 def load_feature_extractor(args: argparse.Namespace, device):
     from ..metrics import build_feature_extractor
 
-    if args.batch_size < 1:
-        raise CommandError(f"--batch_size must be >= 1, got {args.batch_size}.")
     weights = args.inception_weights if args.feature_extractor == "inception" else None
     try:
         return build_feature_extractor(args.feature_extractor, weights_path=weights, device=device)
-    except (OSError, ValueError, ImportError) as error:
-        raise CommandError(str(error)) from None
+    except (*INPUT_ERRORS, ImportError) as error:  # ImportError: an optional dependency is not installed
+        raise CommandError(f"cannot load --feature_extractor {args.feature_extractor!r}: {error}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,30 +101,28 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(metrics) - set(METRICS))
     if not metrics or unknown:
         raise CommandError(f"--metrics {args.metrics!r}: choose from {', '.join(METRICS)}.")
-    if args.num_images < 2:
-        raise CommandError(f"--num_images must be >= 2, got {args.num_images}.")
-    if args.seed < 0:
-        raise CommandError(f"--seed must be >= 0, got {args.seed}.")
+    check_minimums(args, {"num_images": 2, "seed": 0, "batch_size": 1, "kid_subsets": 1, "kid_subset_size": 2,
+                          "is_splits": 1})
+    if "is" in metrics and args.is_splits > args.num_images:
+        raise CommandError(f"--is_splits {args.is_splits} is more than --num_images {args.num_images}; lower it.")
     if {"fid", "kid"} & set(metrics) and args.reference is None:
         raise CommandError("FID/KID need --reference STATS.npz (create it with `transgan stats`).")
     if args.update_model_card and not args.dataset:
         raise CommandError("--update_model_card needs --dataset (the dataset name shown in the model card).")
     if args.update_model_card and not os.path.isdir(args.model):
         raise CommandError("--update_model_card needs --model to be a local pipeline folder.")
+    if args.output:
+        check_output_path(args.output, "--output", folder=False)
     reference = None
     if args.reference is not None:
-        try:
+        with as_command_error():
             reference = load_statistics(args.reference)
-        except (OSError, ValueError) as error:
-            raise CommandError(str(error)) from None
 
     device = resolve_device(args.device)
     feature_extractor = load_feature_extractor(args, device)
-    try:
+    with as_command_error(f"cannot load --model {args.model!r}: "):
         folder = resolve_pipeline_folder(args.model)
         pipeline = TransGANPipeline.from_pretrained(folder).to(device)
-    except (OSError, ValueError) as error:
-        raise CommandError(f"cannot load --model {args.model!r}: {error}") from None
     pipeline.set_progress_bar_config(disable=True)
 
     def generate(generators):
@@ -158,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.output:
-        write_text_atomically(Path(args.output), text + "\n")
+        with as_command_error(f"cannot write --output {args.output!r}: "):
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(args.output, text + "\n")
     if args.update_model_card:
         from ..model_card import update_model_card_metrics
 
@@ -197,14 +195,3 @@ def weights_kind_from_card(folder: Path) -> str:
     match = re.search(r"\|\s*Generator weights\s*\|\s*(EMA|raw)\b", text, flags=re.IGNORECASE)
     return match.group(1).lower() if match else "unknown"
 
-
-def write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise

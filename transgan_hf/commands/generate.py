@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from diffusers.utils import make_image_grid
 from PIL import Image
 
-from ..cli import CommandError
+from ..atomic_files import atomic_write
+from ..cli import CommandError, as_command_error, check_minimums, check_output_path
 from ..cpu_memory import reuse_freed_cpu_memory
-from ..pipeline_transgan import TransGANPipeline, check_positive_int, check_truncation
+from ..pipeline_transgan import TransGANPipeline, check_truncation
 
 MAX_SEEDS = 1_000_000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -62,32 +61,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
+    check_minimums(args, {"num_candidates": 1, "batch_size": 1})
     try:
         check_truncation(args.truncation)
-        check_positive_int("num_candidates", args.num_candidates)
-        check_positive_int("batch_size", args.batch_size)
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(f"--truncation: {error}") from None
     device = resolve_device(args.device)
     if device.type == "cpu":
         reuse_freed_cpu_memory()  # a batch job: freed activations are reused by the next batch (cpu_memory.py)
-    outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise CommandError(f"--outdir {str(outdir)!r} is a file; pass a folder.")
+    outdir = check_output_path(args.outdir, "--outdir", folder=True)
     grid_path = None
     if args.grid:
-        grid_path = outdir / args.grid
-        if grid_path.suffix.lower() not in Image.registered_extensions():
-            raise CommandError(f"--grid {args.grid!r} needs an image file extension such as .png or .jpg.")
+        grid_path = check_output_path(outdir / args.grid, "--grid", folder=False)
+        if Image.registered_extensions().get(grid_path.suffix.lower()) not in Image.SAVE:
+            raise CommandError(f"--grid {args.grid!r} needs an image file extension that PIL writes, such as .png or "
+                               ".jpg.")
 
     if args.model is None:
         from .. import DEMO_MODEL_PATH
 
         args.model = DEMO_MODEL_PATH
-    try:
+    with as_command_error(f"cannot load --model {args.model!r}: "):
         pipeline = TransGANPipeline.from_pretrained(args.model, dtype=DTYPES[args.dtype]).to(device)
-    except (OSError, ValueError) as error:
-        raise CommandError(f"cannot load --model {args.model!r}: {error}") from None
 
     grid_images = []
     for start in range(0, len(seeds), args.batch_size):
@@ -161,14 +156,7 @@ def image_grid(images: list[Image.Image]) -> Image.Image:
 
 def save_image(image: Image.Image, path: Path) -> None:
     """Write through a temporary file in the same folder, so that an interrupted run leaves no truncated image."""
-    try:
+    with as_command_error(f"cannot write {str(path)!r}: "):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(handle)
-        try:
-            image.save(temporary)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
-    except OSError as error:
-        raise CommandError(f"cannot write {str(path)!r}: {error}") from None
+        with atomic_write(path) as temporary:
+            image.save(temporary, format=Image.registered_extensions()[path.suffix.lower()])

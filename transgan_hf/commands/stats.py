@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..cli import CommandError
+from ..cli import CommandError, as_command_error, check_minimums, check_output_path
 from .evaluate import add_feature_arguments, load_feature_extractor
 from .generate import resolve_device
 
@@ -53,27 +53,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import MNIST_5K, DatasetError, find_image_column, load_image_dataset
+    from ..data import MNIST_5K, find_image_column, load_image_dataset
     from ..metrics import compute_reference_statistics, save_statistics
 
     if not args.out.endswith(".npz"):
         raise CommandError(f"--out must end in .npz, got {args.out!r}.")
-    if args.max_images is not None and args.max_images < 2:
-        raise CommandError(f"--max_images must be >= 2, got {args.max_images}.")
-    if args.resolution is not None and args.resolution < 1:
-        raise CommandError(f"--resolution must be >= 1, got {args.resolution}.")
+    check_output_path(args.out, "--out", folder=False)
+    check_minimums(args, {"max_images": 2, "resolution": 1, "batch_size": 1})
     resolution = args.resolution
     if resolution is None and args.dataset_name == MNIST_5K:
         resolution = MNIST_DEFAULT_RESOLUTION
     device = resolve_device(args.device)
-    feature_extractor = load_feature_extractor(args, device)
-    try:
+    feature_extractor = load_feature_extractor(args, device)  # first: missing weights fail before a long data load
+    with as_command_error():
         dataset = load_image_dataset(
             args.dataset_name, args.train_data_dir, args.dataset_config_name, args.split, args.cache_dir
         )
         column = find_image_column(dataset, args.image_column)
-    except DatasetError as error:
-        raise CommandError(str(error)) from None
     num_images = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     batches = reference_batches(dataset, column, num_images, args.batch_size, resolution)
     try:
@@ -82,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             total=num_images,
         )  # fmt: skip
         path = save_statistics(args.out, statistics)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # unreadable images (named), different sizes, --out not writable
         raise CommandError(str(error)) from None
     summary = {
         "out": str(path),
@@ -104,7 +100,7 @@ def reference_batches(
     """uint8 (B, 3, H, W) batches of the dataset's images, decoded and (optionally) resized as in training."""
     import datasets
 
-    from ..data import CorruptImageError, decode_image, describe_image, preprocess_image
+    from ..data import preprocess_image, read_image
 
     if isinstance(dataset.features[column], datasets.Image):
         dataset = dataset.cast_column(column, datasets.Image(decode=False))  # decode here: errors name the file
@@ -113,12 +109,7 @@ def reference_batches(
         values = dataset[start : min(start + batch_size, num_images)][column]
         arrays = []
         for offset, value in enumerate(values):
-            try:
-                image = decode_image(value)
-            except (OSError, ValueError) as error:
-                raise CorruptImageError(
-                    f"Cannot read the image {describe_image(value, start + offset)}: {error}."
-                ) from None
+            image = read_image(value, start + offset)
             if resolution is not None:
                 pixels = preprocess_image(image, resolution, center_crop=True)
                 arrays.append(((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))

@@ -17,12 +17,15 @@ Conventions (those of the TTUR code the TransGAN paper reports with):
 from __future__ import annotations
 
 import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic_files import atomic_write
 
 STATISTICS_KEYS = ("mu", "sigma")
 # The official torch FID reader also accepts these names.
@@ -169,18 +172,25 @@ def inception_score(probabilities, splits: int = 10) -> tuple[float, float]:
 
 
 def load_statistics(path: str | os.PathLike) -> ReferenceStatistics:
-    """Read reference statistics from `.npz` with `mu`/`sigma` (or `mean`/`cov`); optional `features` for KID."""
+    """Read reference statistics from `.npz` with `mu`/`sigma` (or `mean`/`cov`); optional `features` for KID.
+
+    Never unpickles (`allow_pickle=False`), and every array is checked before use, so a malformed file is a
+    `ValueError` naming the file and the array rather than a wrong number later.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Reference statistics {str(path)!r} do not exist; create them with `transgan stats --dataset_name ... "
-            "--out FILE.npz` or use the official fid_stat/*.npz file."
+            f"Reference statistics {str(path)!r} {'is a folder' if path.is_dir() else 'do not exist'}; create them "
+            "with `transgan stats --dataset_name ... --out FILE.npz` or use the official fid_stat/*.npz file."
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False) if zipfile.is_zipfile(path) else None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not a zip archive of .npy arrays")
+        with data:
             contents = {key: data[key] for key in data.files}
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable .npz statistics file: {error}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{str(path)!r} is not a readable .npz statistics file ({error}).") from None
     for mu_key, sigma_key in (STATISTICS_KEYS, ALTERNATIVE_STATISTICS_KEYS):
         if mu_key in contents and sigma_key in contents:
             break
@@ -189,11 +199,29 @@ def load_statistics(path: str | os.PathLike) -> ReferenceStatistics:
             f"{str(path)!r} has the arrays {sorted(contents)}; reference statistics need 'mu' and 'sigma' "
             "(or 'mean' and 'cov')."
         )
-    num_images = int(contents["num_images"]) if "num_images" in contents else None
-    feature_extractor = str(contents["feature_extractor"]) if "feature_extractor" in contents else None
-    return ReferenceStatistics(
-        contents[mu_key], contents[sigma_key], contents.get("features"), num_images, feature_extractor
-    )
+    arrays = {key: _real_array(contents, key, path) for key in (mu_key, sigma_key, "features") if key in contents}
+    num_images = contents.get("num_images")
+    if num_images is not None and (num_images.shape != () or num_images.dtype.kind not in "iu" or num_images < 0):
+        raise ValueError(f"{str(path)!r}: 'num_images' must be one non-negative integer, got {num_images!r}.")
+    extractor = contents.get("feature_extractor")
+    if extractor is not None and (extractor.shape != () or extractor.dtype.kind != "U"):
+        raise ValueError(f"{str(path)!r}: 'feature_extractor' must be one string, got {extractor!r}.")
+    try:
+        return ReferenceStatistics(
+            arrays[mu_key], arrays[sigma_key], arrays.get("features"),
+            None if num_images is None else int(num_images), None if extractor is None else str(extractor),
+        )  # fmt: skip
+    except ValueError as error:
+        raise ValueError(f"{str(path)!r}: {error}") from None
+
+
+def _real_array(contents: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
+    array = contents[key]
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{str(path)!r}: {key!r} must hold real numbers, got dtype {array.dtype}.")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{str(path)!r}: {key!r} contains NaN or infinite values; recreate the file.")
+    return array
 
 
 def save_statistics(path: str | os.PathLike, statistics: ReferenceStatistics) -> Path:
@@ -209,12 +237,6 @@ def save_statistics(path: str | os.PathLike, statistics: ReferenceStatistics) ->
     if statistics.feature_extractor is not None:
         arrays["feature_extractor"] = np.asarray(statistics.feature_extractor)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+    with atomic_write(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, **arrays)
     return path

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from ..atomic_files import atomic_write
 from .features import FeatureExtractor, FeatureOutput, images_to_uint8
 
 logger = logging.getLogger(__name__)
@@ -179,15 +179,8 @@ def digit_classifier_accuracy(path: str | os.PathLike) -> float | None:
 
 def _save_atomically(model: nn.Module, file: Path, metadata: dict[str, str]) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, temp_name, metadata=metadata)
-        os.replace(temp_name, file)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    with atomic_write(file) as temporary:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, temporary, metadata=metadata)
 
 
 def _classifier_input(images: torch.Tensor) -> torch.Tensor:

@@ -93,17 +93,12 @@ def compute_metrics(
     names = feature_extractor.metric_names
     results: dict[str, float] = {}
     if {"fid", "kid"} & set(metrics):
-        reference = _check_reference(reference, feature_extractor)
+        reference = _check_reference(reference, feature_extractor, metrics)
     if "fid" in metrics:
         mu = features.astype(np.float64).mean(axis=0)
         sigma = np.cov(features.astype(np.float64), rowvar=False)
         results[names["fid"]] = frechet_distance(mu, sigma, reference.mu, reference.sigma)
     if "kid" in metrics:
-        if reference.features is None:
-            raise ValueError(
-                "KID needs the reference features, but the statistics file has only mu/sigma; recreate it with "
-                "`transgan stats ... --save_features`."
-            )
         mean, std = kernel_distance(features, reference.features, kid_subsets, kid_subset_size, seed=seed)
         results[names["kid"]], results[names["kid"] + "_std"] = mean, std
     if "is" in metrics:
@@ -118,7 +113,7 @@ def compute_metrics(
     return results
 
 
-def _check_reference(reference, feature_extractor: FeatureExtractor) -> ReferenceStatistics:
+def _check_reference(reference, feature_extractor: FeatureExtractor, metrics: Sequence[str]) -> ReferenceStatistics:
     if reference is None:
         raise ValueError("FID/KID need reference statistics (an .npz from `transgan stats`, or reference images).")
     if not isinstance(reference, ReferenceStatistics):
@@ -127,6 +122,11 @@ def _check_reference(reference, feature_extractor: FeatureExtractor) -> Referenc
         raise ValueError(
             f"The reference statistics were computed with the feature network {reference.feature_extractor!r}, "
             f"but this evaluation uses {feature_extractor.name!r}; their values cannot be compared."
+        )
+    if "kid" in metrics and reference.features is None:
+        raise ValueError(
+            "KID needs the reference features, but the statistics file has only mu/sigma; recreate it with "
+            "`transgan stats ... --save_features`."
         )
     return reference
 
@@ -174,6 +174,14 @@ def evaluate_generator(
     if num_images < 2:
         raise ValueError(f"num_images must be at least 2, got {num_images}.")
     rank, world_size = _process_layout(accelerator)
+    local_error = None
+    if rank == 0 and {"fid", "kid"} & set(metrics):
+        # A reference that cannot be used fails now, not after generating every image. Only the main process holds
+        # it (the metrics are computed there); the error reaches the other ranks through the gather below.
+        try:
+            reference = _check_reference(reference, feature_extractor, metrics)
+        except (OSError, ValueError) as error:
+            local_error = error
     device = _module_device(feature_extractor)
     with_logits = _needs_logits(metrics)
     num_batches = math.ceil(num_images / batch_size)
@@ -182,10 +190,9 @@ def evaluate_generator(
     rows = steps * batch_size
     local_indices = torch.full((rows,), -1, dtype=torch.long, device=device)
     local_features = local_logits = None
-    local_error = None
     with tqdm(total=num_images, unit="img", disable=not progress or rank != 0, desc="evaluate") as bar:
         try:
-            for step in range(steps):
+            for step in range(steps if local_error is None else 0):
                 batch_index = step * world_size + rank
                 real_batch = batch_index < num_batches
                 start = batch_index * batch_size

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -325,7 +326,10 @@ def load_fid_inception(weights_path: str | os.PathLike | None = None, dtype: tor
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a weights-only load refuses anything that is not plain tensors
-        raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file: {error}") from None
+        reason = "it holds objects a weights-only load refuses" if isinstance(error, pickle.UnpicklingError) else (
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}")
+        raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file ({reason}); pass "
+                         f"{INCEPTION_WEIGHTS_FILENAME} (from {INCEPTION_WEIGHTS_URL}).") from None
     if not isinstance(state_dict, dict):
         raise ValueError(f"{str(path)!r} does not hold a state dict.")
     model = FIDInceptionV3()

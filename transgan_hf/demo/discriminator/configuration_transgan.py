@@ -1,14 +1,27 @@
 """Configurations of the TransGAN generator and discriminator.
 
 Every architectural switch of the official TransGAN v2 code (VITA-Group/TransGAN, `models_search/`) is a field
-here, so the four official generator/discriminator pairs are just presets (`from_preset`). Invalid combinations
-fail at construction with a `ValueError` that names the field and the valid choices.
+here, so the four official generator/discriminator pairs are just presets (`from_preset`). A configuration is checked
+completely when it is made, before any module is built: unknown fields, values of the wrong type, invalid
+combinations and sizes beyond the limits below fail with a `ValueError` that names the field and the fix. A saved
+`config.json` must list every architecture field (a missing one would silently become a default); loading a bad one
+fails with an `OSError` that names the file.
 
-This file imports only `transformers` so that it can be copied next to a Hub checkpoint as remote code.
+Size limits (generous: the official models are far below them; they stop a typo from allocating until the process
+dies): `MAX_PARAMETERS` in all; per field `MAX_WIDTH` (widths, latent size, channels, heads, latent tokens),
+`MAX_IMAGE_SIZE`, `MAX_BLOCKS` per stage, `MAX_STAGES`, `MAX_MLP_RATIO`, and `MAX_ATTENTION_TOKENS` attended at once.
+
+This file imports only `transformers` (and the standard library) so that it can be copied next to a Hub checkpoint as
+remote code.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
+import numbers
+import os
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -27,17 +40,47 @@ CLS_TOKEN_POSITIONS = ("last_block", "input")
 """Where the discriminator's cls token enters: before one final global block (multi-scale v2 discriminators) or
 at the input, ViT style (the legacy single-scale discriminator)."""
 
+MAX_PARAMETERS = 10**10
+"""Parameters of one network (40 GB in float32; the largest official network has 2.1e8)."""
+MAX_WIDTH = 2**16
+MAX_IMAGE_SIZE = 2**14
+MAX_BLOCKS = 1024
+MAX_STAGES = 16
+MAX_MLP_RATIO = 64.0
+MAX_ATTENTION_TOKENS = 2**16
+"""Tokens of one attention window (or of a whole grid under global attention): a 256 x 256 grid."""
 
-def _as_int_list(name: str, value: Any) -> list[int]:
-    if isinstance(value, int):
-        value = [value]
-    try:
-        values = [int(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a list of integers, got {value!r}.") from None
-    if any(v != orig for v, orig in zip(values, value)):
-        raise ValueError(f"`{name}` must be a list of integers, got {value!r}.")
-    return values
+GENERIC_CONFIG_KEYS = frozenset(PretrainedConfig().to_dict()) | {
+    "auto_map", "torch_dtype", "num_labels", "name_or_path", "attn_implementation", "experts_implementation",
+}
+"""Keys of `transformers.PretrainedConfig` itself that a configuration accepts besides its own fields (what
+`save_pretrained` writes: `transformers_version`, `architectures`, `model_type`, `dtype`, ...; keys starting with
+`_` are metadata and accepted too)."""
+
+_TYPE_NAMES = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
+               list[int]: "a list of integers", list[str]: "a list of strings"}
+
+
+def _is_of_type(value: Any, kind: Any) -> bool:
+    if kind is bool or kind is str:
+        return isinstance(value, kind)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    item = kind.__args__[0]  # list[int] or list[str]
+    return isinstance(value, (list, tuple)) and all(_is_of_type(v, item) for v in value)
+
+
+def _checked_value(name: str, value: Any, kind: Any) -> Any:
+    """`value` of field `name` converted to `kind` (list fields become lists), or a `ValueError` naming both."""
+    if not _is_of_type(value, kind):
+        raise ValueError(f"`{name}` must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__}).")
+    if kind in (int, float):
+        return kind(value)
+    if kind == list[int]:
+        return [int(v) for v in value]
+    return list(value) if kind == list[str] else value
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -48,6 +91,13 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 def _check_length(name: str, values: list, expected: int, reason: str) -> None:
     if len(values) != expected:
         raise ValueError(f"`{name}` has {len(values)} entries but needs {expected} ({reason}); got {values!r}.")
+
+
+def _check_range(name: str, values: int | float | list, low: int | float, high: int | float) -> None:
+    for value in values if isinstance(values, list) else [values]:
+        if not low <= value <= high:
+            what = " entries" if isinstance(values, list) else ""
+            raise ValueError(f"`{name}`{what} must be in [{low}, {high}], got {values!r}.")
 
 
 def _check_heads(name: str, dim: int, num_heads: int, where: str) -> None:
@@ -68,8 +118,52 @@ def _check_window(name: str, window: int, grid: int, where: str) -> None:
         )
 
 
-class _PresetMixin:
+def _check_attention_tokens(tokens: int, where: str) -> None:
+    if tokens > MAX_ATTENTION_TOKENS:
+        raise ValueError(
+            f"{where} attends over {tokens} tokens at once, more than the limit {MAX_ATTENTION_TOKENS} (a 256x256 "
+            "grid); use attention windows there (`window_sizes`) or a smaller `image_size`."
+        )
+
+
+def _block_parameters(config: PretrainedConfig, dim: int, bias_window: int, latent_token_dim: int = 0) -> int:
+    """Parameters of one `TransGANBlock` of `config` (a noise strength counted whether used or not)."""
+    hidden = int(dim * config.mlp_ratio)
+    count = 4 * dim * dim + dim + 2 * dim * hidden + hidden + dim + 1  # attention, MLP, noise strength
+    count += 4 * dim if config.norm_type in ("ln", "bn") else 0
+    count += (2 * bias_window - 1) ** 2 * config.num_attention_heads if bias_window else 0
+    if latent_token_dim:
+        count += 2 * dim * dim + 2 * latent_token_dim * dim + dim + 1
+    return count
+
+
+def _check_parameter_count(config: PretrainedConfig, fields: str) -> None:
+    count = config.estimated_num_parameters
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"This {type(config).__name__} describes about {count:.2e} parameters, more than the limit "
+            f"{MAX_PARAMETERS:.0e} ({4 * MAX_PARAMETERS / 1e9:.0f} GB in float32); lower {fields}."
+        )
+
+
+class _TransGANConfigMixin:
+    """Field checking, strict loading and presets shared by both configurations."""
+
+    field_types: dict[str, Any] = {}
+    """Every architecture field and its type; a saved configuration lists them all."""
     _presets: dict[str, dict[str, Any]] = {}
+
+    def _set_fields(self, arguments: dict[str, Any], extra: dict[str, Any]) -> None:
+        """Set the fields from `__init__`'s arguments after checking their types; refuse unknown keywords."""
+        unknown = [key for key in extra if key not in GENERIC_CONFIG_KEYS and not key.startswith("_")]
+        if unknown:
+            hints = [f"{key!r} (did you mean {match[0]!r}?)" if (match := difflib.get_close_matches(
+                key, self.field_types, n=1)) else repr(key) for key in unknown]
+            raise ValueError(
+                f"{type(self).__name__} has no field {', '.join(hints)}; its fields are {', '.join(self.field_types)}."
+            )
+        for name, kind in self.field_types.items():
+            setattr(self, name, _checked_value(name, arguments[name], kind))
 
     @classmethod
     def available_presets(cls) -> list[str]:
@@ -83,8 +177,48 @@ class _PresetMixin:
             raise ValueError(f"Unknown preset {name!r}; valid choices are {choices}.")
         return cls(**{**cls._presets[name], **overrides})
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """`PretrainedConfig.from_dict` for a saved configuration: every architecture field must be present (a missing
+        one would silently take its default), and fields given as keyword arguments are checked like the others."""
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"A {cls.__name__} must be a JSON object (dict), got {type(config_dict).__name__}.")
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"`model_type` is {model_type!r}, not {cls.model_type!r}: this is not a {cls.__name__}.")
+        missing = [name for name in cls.field_types if name not in config_dict]
+        if missing:
+            raise ValueError(
+                f"The field(s) {', '.join(map(repr, missing))} are missing; a saved {cls.__name__} lists every "
+                "architecture field, so add them."
+            )
+        overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in cls.field_types}
+        return super().from_dict({**config_dict, **overrides}, **kwargs)
 
-class TransGANGeneratorConfig(_PresetMixin, PretrainedConfig):
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike):
+        """The configuration saved in `json_file`, checked like `from_dict`; `OSError` naming the file otherwise."""
+        return cls.from_dict(cls._dict_from_json_file(json_file))
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        """Read and check a `config.json` (the file reader behind `from_pretrained` and `from_json_file`), so that
+        every error names the file."""
+        try:
+            config_dict = super()._dict_from_json_file(json_file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise OSError(f"{os.fspath(json_file)!r} is not valid JSON ({error}); save the model again.") from None
+        try:
+            cls.from_dict(config_dict)
+        except ValueError as error:
+            raise OSError(
+                f"{os.fspath(json_file)!r} is not a valid {cls.__name__}: {error} Fix the file, or save the model "
+                "again with save_pretrained."
+            ) from None
+        return config_dict
+
+
+class TransGANGeneratorConfig(_TransGANConfigMixin, PretrainedConfig):
     r"""Configuration of [`TransGANGenerator`].
 
     The generator maps a latent vector to a `bottom_width x bottom_width` token grid of width `hidden_size`, then runs
@@ -116,6 +250,13 @@ class TransGANGeneratorConfig(_PresetMixin, PretrainedConfig):
     """
 
     model_type = "transgan_generator"
+    field_types = {
+        "latent_dim": int, "bottom_width": int, "image_size": int, "hidden_size": int, "depths": list[int],
+        "upsample_types": list[str], "window_sizes": list[int], "use_relative_position_bias": bool,
+        "noise_injection": bool, "latent_cross_attention": bool, "num_latent_tokens": int, "latent_norm": bool,
+        "norm_type": str, "hidden_act": str, "mlp_ratio": float, "num_attention_heads": int, "out_channels": int,
+        "layer_norm_eps": float, "initializer_range": float,
+    }
 
     def __init__(
         self,
@@ -140,25 +281,7 @@ class TransGANGeneratorConfig(_PresetMixin, PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs: Any,
     ) -> None:
-        self.latent_dim = int(latent_dim)
-        self.bottom_width = int(bottom_width)
-        self.image_size = int(image_size)
-        self.hidden_size = int(hidden_size)
-        self.depths = _as_int_list("depths", depths)
-        self.upsample_types = list(upsample_types)
-        self.window_sizes = _as_int_list("window_sizes", window_sizes)
-        self.use_relative_position_bias = bool(use_relative_position_bias)
-        self.noise_injection = bool(noise_injection)
-        self.latent_cross_attention = bool(latent_cross_attention)
-        self.num_latent_tokens = int(num_latent_tokens)
-        self.latent_norm = bool(latent_norm)
-        self.norm_type = norm_type
-        self.hidden_act = hidden_act
-        self.mlp_ratio = float(mlp_ratio)
-        self.num_attention_heads = int(num_attention_heads)
-        self.out_channels = int(out_channels)
-        self.layer_norm_eps = float(layer_norm_eps)
-        self.initializer_range = float(initializer_range)
+        self._set_fields(locals(), kwargs)
         super().__init__(**kwargs)
         self._validate()
 
@@ -175,16 +298,32 @@ class TransGANGeneratorConfig(_PresetMixin, PretrainedConfig):
         """Side of the token grid of every stage."""
         return [self.bottom_width * 2**i for i in range(len(self.depths))]
 
+    @property
+    def estimated_num_parameters(self) -> int:
+        """Parameters of the generator, computed from the fields (bounded by `MAX_PARAMETERS`)."""
+        first = self.bottom_width**2 * self.hidden_size
+        count = (self.latent_dim + 1) * first + (self.stage_dims[-1] + 1) * self.out_channels
+        latent_token_dim = self.hidden_size if self.latent_cross_attention else 0
+        if latent_token_dim:
+            count += (self.latent_dim + 2) * self.num_latent_tokens * self.hidden_size
+        for dim, grid, window, depth in zip(self.stage_dims, self.stage_grid_sizes, self.window_sizes, self.depths):
+            bias_window = (window or grid) if self.use_relative_position_bias else 0
+            count += grid * grid * dim + depth * _block_parameters(self, dim, bias_window, latent_token_dim)
+        return count
+
     def _validate(self) -> None:
-        for name in ("latent_dim", "bottom_width", "hidden_size", "num_attention_heads", "out_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        for name in ("latent_dim", "hidden_size", "num_attention_heads", "out_channels", "num_latent_tokens"):
+            _check_range(name, getattr(self, name), 1, MAX_WIDTH)
+        _check_range("bottom_width", self.bottom_width, 1, MAX_IMAGE_SIZE)
+        _check_range("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        _check_range("mlp_ratio", self.mlp_ratio, 1e-3, MAX_MLP_RATIO)
+        _check_range("layer_norm_eps", self.layer_norm_eps, 0, 1)
+        _check_range("initializer_range", self.initializer_range, 0, 1e3)
         _check_choice("norm_type", self.norm_type, NORM_TYPES)
         _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
-        if not self.depths:
-            raise ValueError("`depths` needs at least one stage.")
-        if any(d < 0 for d in self.depths):
-            raise ValueError(f"`depths` entries must be >= 0, got {self.depths}.")
+        if not 1 <= len(self.depths) <= MAX_STAGES:
+            raise ValueError(f"`depths` needs 1 to {MAX_STAGES} stages, got {len(self.depths)}.")
+        _check_range("depths", self.depths, 0, MAX_BLOCKS)
         num_stages = len(self.depths)
         _check_length("upsample_types", self.upsample_types, num_stages - 1, "one per transition between stages")
         _check_length("window_sizes", self.window_sizes, num_stages, "one per stage")
@@ -206,17 +345,17 @@ class TransGANGeneratorConfig(_PresetMixin, PretrainedConfig):
                         "divide by 4; change `hidden_size` or use 'bicubic'."
                     )
                 dim //= 4
-        for i, (dim, grid, window) in enumerate(zip(self.stage_dims, self.stage_grid_sizes, self.window_sizes)):
+        stages = zip(self.stage_dims, self.stage_grid_sizes, self.window_sizes, self.depths)
+        for i, (dim, grid, window, depth) in enumerate(stages):
             where = f"generator stage {i}"
             _check_heads("hidden_size", dim, self.num_attention_heads, where)
             _check_window("window_sizes", window, grid, where)
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"`mlp_ratio` must be > 0, got {self.mlp_ratio}.")
-        if self.latent_cross_attention and self.num_latent_tokens < 1:
-            raise ValueError("`num_latent_tokens` must be >= 1 when `latent_cross_attention` is on.")
+            if depth:
+                _check_attention_tokens((window or grid) ** 2, where)
+        _check_parameter_count(self, "`hidden_size`, `depths`, `latent_dim`, `num_latent_tokens` or `mlp_ratio`")
 
 
-class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
+class TransGANDiscriminatorConfig(_TransGANConfigMixin, PretrainedConfig):
     r"""Configuration of [`TransGANDiscriminator`].
 
     The v2 discriminator is multi-scale: scale k embeds the image with a `patch_size * 2**k` patch convolution of
@@ -242,6 +381,13 @@ class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
     """
 
     model_type = "transgan_discriminator"
+    field_types = {
+        "image_size": int, "in_channels": int, "patch_size": int, "patch_embed_dims": list[int], "hidden_size": int,
+        "depths": list[int], "window_sizes": list[int], "global_depths": list[int], "overlapping_first_patch": bool,
+        "cls_token_position": str, "use_relative_position_bias": bool, "noise_injection": bool, "norm_type": str,
+        "hidden_act": str, "mlp_ratio": float, "num_attention_heads": int, "layer_norm_eps": float,
+        "initializer_range": float,
+    }
 
     def __init__(
         self,
@@ -265,24 +411,7 @@ class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs: Any,
     ) -> None:
-        self.image_size = int(image_size)
-        self.in_channels = int(in_channels)
-        self.patch_size = int(patch_size)
-        self.patch_embed_dims = _as_int_list("patch_embed_dims", patch_embed_dims)
-        self.hidden_size = int(hidden_size)
-        self.depths = _as_int_list("depths", depths)
-        self.window_sizes = _as_int_list("window_sizes", window_sizes)
-        self.global_depths = _as_int_list("global_depths", global_depths)
-        self.overlapping_first_patch = bool(overlapping_first_patch)
-        self.cls_token_position = cls_token_position
-        self.use_relative_position_bias = bool(use_relative_position_bias)
-        self.noise_injection = bool(noise_injection)
-        self.norm_type = norm_type
-        self.hidden_act = hidden_act
-        self.mlp_ratio = float(mlp_ratio)
-        self.num_attention_heads = int(num_attention_heads)
-        self.layer_norm_eps = float(layer_norm_eps)
-        self.initializer_range = float(initializer_range)
+        self._set_fields(locals(), kwargs)
         super().__init__(**kwargs)
         self._validate()
 
@@ -301,21 +430,42 @@ class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
         first = self.image_size // self.patch_size
         return [first // 2**k for k in range(len(self.patch_embed_dims))]
 
+    @property
+    def estimated_num_parameters(self) -> int:
+        """Parameters of the discriminator, computed from the fields (bounded by `MAX_PARAMETERS`)."""
+        with_cls = self.cls_token_position == "input"
+        count = 2 * self.hidden_size + 1 + (2 * self.hidden_size if self.norm_type in ("ln", "bn") else 0)
+        if not with_cls:  # cls token, head, final norm; the last block
+            count += _block_parameters(self, self.hidden_size, 0)
+        for k, (dim, grid, window) in enumerate(zip(self.scale_dims, self.scale_grid_sizes, self.window_sizes)):
+            kernel = 2 * self.patch_size if k == 0 and self.overlapping_first_patch else self.patch_size * 2**k
+            count += (self.in_channels * kernel * kernel + 1) * self.patch_embed_dims[k]
+            count += (grid * grid + int(with_cls)) * dim
+            windowed, full = ((window or grid), grid) if self.use_relative_position_bias else (0, 0)
+            count += self.depths[k] * _block_parameters(self, dim, windowed)
+            count += self.global_depths[k] * _block_parameters(self, dim, full)
+        return count
+
     def _validate(self) -> None:
-        for name in ("image_size", "in_channels", "patch_size", "hidden_size", "num_attention_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        for name in ("in_channels", "hidden_size", "num_attention_heads"):
+            _check_range(name, getattr(self, name), 1, MAX_WIDTH)
+        _check_range("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        _check_range("patch_size", self.patch_size, 1, self.image_size)
+        _check_range("mlp_ratio", self.mlp_ratio, 1e-3, MAX_MLP_RATIO)
+        _check_range("layer_norm_eps", self.layer_norm_eps, 0, 1)
+        _check_range("initializer_range", self.initializer_range, 0, 1e3)
         _check_choice("norm_type", self.norm_type, NORM_TYPES)
         _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
         _check_choice("cls_token_position", self.cls_token_position, CLS_TOKEN_POSITIONS)
         num_scales = len(self.patch_embed_dims)
-        if num_scales == 0 or any(d < 1 for d in self.patch_embed_dims):
-            raise ValueError(f"`patch_embed_dims` needs at least one positive entry, got {self.patch_embed_dims}.")
+        if not 1 <= num_scales <= MAX_STAGES:
+            raise ValueError(f"`patch_embed_dims` needs 1 to {MAX_STAGES} scales, got {self.patch_embed_dims}.")
+        _check_range("patch_embed_dims", self.patch_embed_dims, 1, MAX_WIDTH)
         _check_length("depths", self.depths, num_scales, "one per scale of `patch_embed_dims`")
         _check_length("window_sizes", self.window_sizes, num_scales, "one per scale of `patch_embed_dims`")
         _check_length("global_depths", self.global_depths, num_scales, "one per scale of `patch_embed_dims`")
-        if any(d < 0 for d in self.depths + self.global_depths):
-            raise ValueError("`depths` and `global_depths` entries must be >= 0.")
+        _check_range("depths", self.depths, 0, MAX_BLOCKS)
+        _check_range("global_depths", self.global_depths, 0, MAX_BLOCKS)
         if sum(self.patch_embed_dims) != self.hidden_size:
             raise ValueError(
                 f"`hidden_size`={self.hidden_size} must equal the sum of `patch_embed_dims` {self.patch_embed_dims} "
@@ -329,10 +479,16 @@ class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
             )
         if self.overlapping_first_patch and self.patch_size % 2 != 0:
             raise ValueError("`overlapping_first_patch` needs an even `patch_size` (padding is `patch_size // 2`).")
-        for k, (dim, grid, window) in enumerate(zip(self.scale_dims, self.scale_grid_sizes, self.window_sizes)):
+        with_cls = int(self.cls_token_position == "input")
+        scales = zip(self.scale_dims, self.scale_grid_sizes, self.window_sizes, self.depths, self.global_depths)
+        for k, (dim, grid, window, depth, global_depth) in enumerate(scales):
             where = f"discriminator scale {k}"
             _check_heads("patch_embed_dims", dim, self.num_attention_heads, where)
             _check_window("window_sizes", window, grid, where)
+            if depth:
+                _check_attention_tokens((window or grid) ** 2 + with_cls, where)
+            if global_depth or k == num_scales - 1:  # global blocks; the last block attends the last grid
+                _check_attention_tokens(grid * grid + 1, where)
         if self.cls_token_position == "input":
             if num_scales != 1:
                 raise ValueError("`cls_token_position`='input' supports a single scale (one `patch_embed_dims` entry).")
@@ -345,8 +501,7 @@ class TransGANDiscriminatorConfig(_PresetMixin, PretrainedConfig):
                 raise ValueError(
                     "`cls_token_position`='input' needs global attention: set `window_sizes`=[0], `global_depths`=[0]."
                 )
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"`mlp_ratio` must be > 0, got {self.mlp_ratio}.")
+        _check_parameter_count(self, "`patch_embed_dims`/`hidden_size`, `depths`, `global_depths` or `mlp_ratio`")
 
 
 # Official configurations (../shared/spec/transgan_official.md §1-2), plus a CPU-sized `tiny`.
