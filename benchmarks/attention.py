@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from harness import add_common_arguments, median_seconds, report, setup
 
 from transgan_hf import TransGANGeneratorConfig
-from transgan_hf.modeling_transgan import AttentionWithBiasGradient
+from transgan_hf.attention import AttentionWithBiasGradient
 
 
 def stage_shapes(config: TransGANGeneratorConfig, batch_size: int) -> list[tuple[int, int, int, int]]:

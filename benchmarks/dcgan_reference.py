@@ -142,7 +142,7 @@ def training_images(seed: int = 0):
     The `tiny` preset's recipe names the dataset and its crop/flip; with a centre crop and no flip the transform is
     deterministic, so the tensors are the same in every epoch and are decoded once."""
     from transgan_hf.data import collate_pixel_values, load_image_dataset, prepare_training_dataset
-    from transgan_hf.training_presets import get_training_recipe
+    from transgan_hf.training.presets import get_training_recipe
 
     recipe = get_training_recipe("tiny")
     raw = load_image_dataset(recipe.dataset_name)
@@ -158,9 +158,8 @@ class FddEvaluator:
     """`fdd_mnist` and digit confidence of a generator, as train.py's `--eval_steps` hook computes them on MNIST-5k."""
 
     def __init__(self, raw_dataset, num_images: int = 5000, seed: int = 0, batch_size: int = 250) -> None:
-        from transgan_hf.commands.stats import reference_batches
         from transgan_hf.data import find_image_column
-        from transgan_hf.metrics import build_feature_extractor, compute_reference_statistics
+        from transgan_hf.metrics import build_feature_extractor, compute_reference_statistics, reference_batches
 
         self.extractor = build_feature_extractor("digits")
         column = find_image_column(raw_dataset)

@@ -43,11 +43,11 @@ from transgan_hf import (
     TransGANGenerator,
     TransGANGeneratorConfig,
 )
-from transgan_hf.augment import DiffAugment
 from transgan_hf.cpu_memory import reuse_freed_cpu_memory
-from transgan_hf.losses import discriminator_loss, generator_loss, gradient_penalty, gradient_penalty_weight
-from transgan_hf.modeling_transgan import TransGANSelfAttention, relative_position_index
-from transgan_hf.training_presets import get_training_recipe
+from transgan_hf.modeling_transgan import TransGANSelfAttention
+from transgan_hf.training.augment import DiffAugment
+from transgan_hf.training.losses import discriminator_loss, generator_loss, gradient_penalty, gradient_penalty_weight
+from transgan_hf.training.presets import get_training_recipe
 
 
 class WrittenOutGELU(nn.Module):
@@ -81,8 +81,8 @@ def official_pattern(model: nn.Module) -> nn.Module:
         if isinstance(module, TransGANSelfAttention):
             module.__class__ = WrittenOutAttention
             if module.bias_window:  # a copy per block, as the official state dicts hold one
-                index = relative_position_index(module.bias_window, torch.device("cpu")).clone()
-                module.register_buffer("official_index", index.to(module.qkv.weight.device), persistent=False)
+                index = module.relative_position_index.clone()
+                module.register_buffer("official_index", index, persistent=False)
         for name, child in module.named_children():
             if isinstance(child, nn.GELU) and child.approximate == "none":
                 setattr(module, name, WrittenOutGELU())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Speed of one discriminator step (with gradient penalty) and one generator step (with the EMA update), using the
-training script's own `build_models` and `GANTrainer` (the same code path as `accelerate launch training/train.py`,
-including `--compile` and `--gradient_checkpointing`).
+"""Speed of one discriminator step (with gradient penalty) and one generator step (with the EMA update), using
+training's own flags, `build_models` and `GANTrainer` (`transgan_hf.training`: the same code path as
+`accelerate launch training/train.py`, including `--compile` and `--gradient_checkpointing`).
 
     python benchmarks/train_step.py --preset cifar10 --batch_size 8 --gen_batch_size 16 --mixed_precision bf16
 
@@ -22,23 +22,15 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.util
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from harness import add_common_arguments, median_seconds, peak_memory_mb, report, setup
 
-
-def load_training_script():
-    path = Path(__file__).resolve().parents[1] / "training" / "train.py"
-    spec = importlib.util.spec_from_file_location("transgan_train", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from transgan_hf.training.args import load_model_configs, parse_args, training_recipe
+from transgan_hf.training.loop import configure_cpu_memory
+from transgan_hf.training.trainer import GANTrainer, build_models, build_optimizers
 
 
 def main() -> None:
@@ -54,7 +46,6 @@ def main() -> None:
                         help="training/train.py --cpu_memory_reuse (default on, as in training)")
     args = parser.parse_args()
     device = setup(args)
-    train = load_training_script()
     with tempfile.TemporaryDirectory() as output_dir:
         flags = ["--preset", args.preset, "--train_batch_size", str(args.batch_size), "--gen_batch_size",
                  str(args.gen_batch_size), "--mixed_precision", args.mixed_precision, "--report_to", "none",
@@ -63,14 +54,20 @@ def main() -> None:
         flags += ["--compile"] if args.compile else []
         flags += ["--gp_interval", str(args.gp_interval)]
         flags += [] if args.cpu_memory_reuse else ["--no-cpu_memory_reuse"]
-        train_args = train.parse_args(flags)
-        g_config, d_config = train.load_model_configs(train_args)
+        train_args = parse_args(flags)
+        g_config, d_config = load_model_configs(train_args)
+        recipe = training_recipe(train_args)
         accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
-        train.configure_cpu_memory(train_args, accelerator.device)
-        generator, discriminator, ema = train.build_models(train_args, g_config, d_config, accelerator.device)
-        g_opt, d_opt = train.build_optimizers(train_args, generator, discriminator)
+        configure_cpu_memory(train_args.cpu_memory_reuse, accelerator.device)
+        generator, discriminator, ema = build_models(
+            g_config, d_config, accelerator.device, seed=train_args.seed, loss=recipe.loss,
+            gradient_checkpointing=train_args.gradient_checkpointing, compile=train_args.compile,
+        )
+        g_opt, d_opt = build_optimizers(generator, discriminator, recipe)
         generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)
-        trainer = train.GANTrainer(accelerator, train_args, generator, discriminator, g_opt, d_opt, ema)
+        trainer = GANTrainer(accelerator, generator, discriminator, g_opt, d_opt, ema, recipe, seed=train_args.seed,
+                             gp_interval=train_args.gp_interval,
+                             gradient_checkpointing=train_args.gradient_checkpointing)
         real = torch.rand((args.batch_size, 3, g_config.image_size, g_config.image_size), device=device) * 2 - 1
 
         def d_steps() -> None:  # one penalised D step, then the N - 1 without the penalty

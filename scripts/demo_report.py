@@ -11,7 +11,8 @@ exported EMA pipeline (`<run_dir>/pipeline`, or `--pipeline`), and writes into `
   digit-classifier confidence against kimg, with the real-data floor;
 - `progress.png`: the fixed-noise sample grid of the EMA generator at several points of training;
 - `samples.png`: 64 samples of the final model; `interpolation.png`: latent interpolations (slerp) between seeds;
-- `report.json`: the figures below, with their protocol.
+- `report.json`: the figures below, with their protocol; `training_log.jsonl`: a copy of the run's log they come from
+  (`tests/test_demo.py` checks the bundled demo model's card against it).
 
 The floor: MNIST-5k is split in two random halves (2,500 digits each, seed 0); `fdd_mnist` of half A against half B
 is what two samples of *real* digits score. The generator is measured the same way: 2,500 generated digits against
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.out.resolve() != args.run_dir.resolve():
+        shutil.copyfile(args.run_dir / "training_log.jsonl", args.out / "training_log.jsonl")
 
     plot_losses(rows, args.out / "losses.png")
     plot_quality(rows, floor, args.out / "quality.png")

@@ -42,8 +42,8 @@ from PIL import Image
 import transgan_hf
 from transgan_hf import TransGANPipeline
 from transgan_hf.atomic_files import write_bytes_atomically
-from transgan_hf.commands.generate import image_grid
-from transgan_hf.pipeline_transgan import HUB_FILES
+from transgan_hf.hub import HUB_FILES
+from transgan_hf.images import image_grid
 
 # Limits that keep one request from taking the (CPU) machine. Seeds stay below 2**32 so that browsers (float64
 # numbers) show them exactly.

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from transgan_hf.augment import (
+from transgan_hf.training.augment import (
     AUGMENT_POLICIES,
     FILTER_EXPECTED_POWER,
     SYM2_LOWPASS,

@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import StandInFeatures, official_checkpoint_from, reduced_official_args, tiny_pipeline
 from PIL import Image
-from test_convert_official import official_checkpoint_from, reduced_official_args
-from test_metrics import StandInFeatures
-from test_pipeline import tiny_pipeline
 
 from transgan_hf.cli import CommandError, as_command_error, main
 from transgan_hf.convert_official import configs_from_official_args

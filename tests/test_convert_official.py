@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import official_checkpoint_from, reduced_official_args
 from transformers import AutoModel
 
 import transgan_hf  # noqa: F401  (registers the Auto classes)
@@ -113,41 +114,6 @@ def test_official_key_names_of_every_preset(preset):
     assert (len(g_keys), len(d_keys)) == (num_g, num_d)
     for network, key, shape in samples:
         assert (g_keys if network == "g" else d_keys)[key] == shape, key
-
-
-def reduced_official_args(preset: str) -> dict:
-    """Small flags of the same official class pair (a forward pass of the real sizes is too slow for a test)."""
-    gen_model, dis_model = OFFICIAL_PRESETS[preset]
-    args = dict(gen_model=gen_model, dis_model=dis_model, latent_dim=16, g_norm="pn", d_norm="ln", g_act="gelu",
-                d_act="gelu", g_mlp=4, d_mlp=4, d_depth=3)
-    if preset in ("cifar10", "stl10"):
-        args.update(gf_dim=64, g_depth="1,1,1", bottom_width=4, img_size=16, df_dim=32, patch_size=2)
-    elif preset == "church_256":
-        args.update(gf_dim=256, g_depth="1,1,1,1,1,1", bottom_width=2, img_size=64, df_dim=64, patch_size=2,
-                    g_window_size=8, d_window_size=8)
-    else:
-        args.update(gf_dim=256, g_depth="5,1,1,1,1,1", bottom_width=2, img_size=64, df_dim=64, patch_size=2,
-                    g_window_size=8, d_window_size=4)
-    return args
-
-
-def official_checkpoint_from(generator, discriminator, gen_model, d_config, extra_entries=True) -> dict:
-    """An official-format training checkpoint holding our models' weights under the official names."""
-    def official(state, key_fn):
-        out = {"module." + key_fn(k): v.clone() for k, v in state.items()}
-        if extra_entries:  # what real official checkpoints also carry, and the converter must drop
-            for key, value in list(out.items()):
-                if key.endswith("relative_position_bias_table"):
-                    side = int(round((value.shape[0] ** 0.5 + 1) / 2))
-                    out[key.replace("bias_table", "index")] = torch.zeros(side * side, side * side, dtype=torch.int64)
-        return out
-
-    gen = official(generator.state_dict(), lambda k: official_generator_key(k, gen_model))
-    dis = official(discriminator.state_dict(), lambda k: official_discriminator_key(k, d_config))
-    if extra_entries:
-        dis["module.Hz_fbank"] = torch.zeros(4, 43)
-    return {"epoch": 3, "gen_model": gen_model, "dis_model": "x", "gen_state_dict": gen, "avg_gen_state_dict": gen,
-            "dis_state_dict": dis, "best_fid": 1e4, "path_helper": {"prefix": "logs"}, "fixed_z": torch.zeros(2, 16)}
 
 
 @pytest.mark.parametrize("preset", sorted(OFFICIAL_PRESETS))

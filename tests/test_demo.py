@@ -1,7 +1,8 @@
-"""The demo model bundled with the package (`transgan_hf.DEMO_MODEL_PATH`): it loads offline with no training, draws
-digits the domain classifier recognises with high confidence (a randomly initialised generator of the same
-architecture fails the same check), its model card states the figures of its training log, and a re-run of the first
-steps of the training command recorded in the card reproduces the logged losses."""
+"""The demo model bundled with the package (`transgan_hf.DEMO_MODEL_PATH`): weights, configurations, card and samples
+without code; it loads offline with no training, draws digits the domain classifier recognises with high confidence (a
+randomly initialised generator of the same architecture fails the same check), its model card states the figures of
+its training log (`docs/demo/training_log.jsonl`), and a re-run of the first steps of the training command recorded in
+the card reproduces the logged losses."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from huggingface_hub import ModelCard
 
 from transgan_hf import DEMO_MODEL_PATH, TransGANGenerator, TransGANPipeline
 from transgan_hf.metrics.digits import digit_probabilities, load_digit_classifier
+from transgan_hf.model_card import make_model_card
 
 DEMO = Path(DEMO_MODEL_PATH)
+TRAINING_LOG = Path(__file__).resolve().parents[1] / "docs" / "demo" / "training_log.jsonl"
 # Measured (200 samples, seeds 0-199): the bundled model (20,000 steps) 0.88 mean confidence, 75 % of samples >= 0.8,
 # every digit 8-34 times (at 6,000 steps: 0.86, 72 %, 5-41; at 14,000: 0.87, 71 %, 12-39); untrained generators of
 # the same architecture (3 seeds) 0.66-0.68, 26-30 %, only 3 of the 10 digits; real MNIST-5k digits 0.98 mean
@@ -50,12 +53,20 @@ def passes(report: dict) -> bool:
             and min(report["per_digit"]) >= MIN_PER_DIGIT)
 
 
-def test_demo_folder_is_complete_and_small():
-    for entry in ("model_index.json", "generator/config.json", "generator/model.safetensors",
-                  "discriminator/model.safetensors", "README.md", "samples.png", "training_log.jsonl"):
-        assert (DEMO / entry).is_file(), entry
+def test_demo_folder_holds_the_model_without_code_and_is_small():
+    files = {path.relative_to(DEMO).as_posix() for path in DEMO.rglob("*") if path.is_file()}
+    assert files == {"model_index.json", "README.md", "samples.png", "generator/config.json",
+                     "generator/model.safetensors", "discriminator/config.json", "discriminator/model.safetensors"}
     total = sum(path.stat().st_size for path in DEMO.rglob("*") if path.is_file())
     assert total <= 20 * 2**20, f"the demo folder has {total / 2**20:.1f} MB (limit 20 MB)"
+    assert TRAINING_LOG.is_file()
+
+
+def test_the_demo_card_shows_the_usage_of_a_folder_without_code():
+    pipeline = TransGANPipeline.from_pretrained(DEMO_MODEL_PATH)
+    rendered = make_model_card(pipeline, samples_image="samples.png").text
+    usage = rendered[rendered.index("## How to use"):rendered.index("## Training")]
+    assert usage in (DEMO / "README.md").read_text() and "remote_code=True" in usage
 
 
 def test_demo_model_loads_offline_and_draws_confident_digits(monkeypatch, classifier):
@@ -89,14 +100,14 @@ def test_transgan_generate_and_the_space_default_to_the_demo_model(tmp_path, mon
         expected = pipeline(generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
         written = np.asarray(Image.open(tmp_path / f"seed{seed:04d}.png"), dtype=np.int16)
         assert np.abs(written - np.round(expected * 255)).max() <= 1
-    from test_space import import_app
+    from helpers import import_app
 
     monkeypatch.delenv("TRANSGAN_MODEL", raising=False)
     assert Path(import_app().default_model()) == DEMO
 
 
 def training_log() -> list[dict]:
-    return [json.loads(line) for line in (DEMO / "training_log.jsonl").read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in TRAINING_LOG.read_text().splitlines() if line.strip()]
 
 
 def card_training_table(card: ModelCard) -> dict[str, str]:
@@ -124,9 +135,9 @@ def test_model_card_states_the_figures_of_the_training_log():
 
 
 @pytest.mark.slow
-def test_rerunning_the_first_steps_of_the_recorded_command_reproduces_the_logged_losses(tmp_path, monkeypatch):
-    from test_training import run_in_process  # the training script, run in-process with its state reset
-
+def test_rerunning_the_first_steps_of_the_recorded_command_reproduces_the_logged_losses(
+    tmp_path, monkeypatch, run_training_in_process
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     command = card_training_table(ModelCard.load(DEMO / "README.md"))["exact command"].split(" ; then ")[0]
     argv = shlex.split(command.strip("`"))
@@ -141,7 +152,7 @@ def test_rerunning_the_first_steps_of_the_recorded_command_reproduces_the_logged
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_in_process([*argv, "--output_dir", str(tmp_path / "rerun"), "--max_train_steps", str(steps),
+        run_training_in_process([*argv, "--output_dir", str(tmp_path / "rerun"), "--max_train_steps", str(steps),
                         "--checkpointing_steps", "1000", "--save_images_steps", "1000", "--report_to", "none"])
     finally:
         torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from transgan_hf import TransGANGenerator, TransGANGeneratorConfig
-from transgan_hf.ema import ExponentialMovingAverage, ema_beta, unwrap_model
+from transgan_hf.training.ema import ExponentialMovingAverage, ema_beta, unwrap_model
 
 # --- β formula --------------------------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import StandInFeatures
 from PIL import Image
-from test_metrics import StandInFeatures
 
 from transgan_hf.cli import main
 from transgan_hf.metrics import (

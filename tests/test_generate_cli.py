@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import place_in_hub_cache, seeds, tiny_pipeline
 from PIL import Image
-from test_pipeline import place_in_hub_cache, seeds, tiny_pipeline
 
 from transgan_hf.cli import CommandError, main
 from transgan_hf.commands.generate import parse_seeds

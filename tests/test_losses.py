@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from transgan_hf import TransGANDiscriminator, TransGANDiscriminatorConfig
-from transgan_hf.losses import (
+from transgan_hf.training.losses import (
     LOSS_TYPES,
     discriminator_loss,
     generator_loss,

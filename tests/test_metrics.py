@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from torch import nn
+from helpers import StandInFeatures
 
 from transgan_hf.metrics import (
-    FeatureExtractor,
-    FeatureOutput,
     ReferenceStatistics,
     compute_metrics,
     compute_statistics,
@@ -236,26 +234,6 @@ def test_images_to_uint8_formats():
     assert images_to_uint8([Image.new("L", (4, 4), 7)]).flatten().unique().tolist() == [7]
     with pytest.raises(ValueError, match="channels"):
         images_to_uint8(torch.zeros(1, 5, 4, 4))
-
-
-class StandInFeatures(FeatureExtractor):
-    """A tiny fixed random network in place of Inception."""
-
-    name = "standin"
-    protocol = "test stand-in network"
-
-    def __init__(self) -> None:
-        super().__init__()
-        generator = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 8, 4, stride=4)
-        self.head = nn.Linear(8, 5)
-        with torch.no_grad():
-            for parameter in self.parameters():
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-
-    def forward(self, images: torch.Tensor) -> FeatureOutput:
-        features = self.conv(images.float() / 127.5 - 1).relu().mean(dim=(2, 3))
-        return FeatureOutput(features, self.head(features))
 
 
 def test_compute_metrics_refuses_statistics_of_another_network():

@@ -7,8 +7,8 @@ import re
 
 import pytest
 import yaml
+from helpers import place_in_hub_cache, tiny_pipeline
 from huggingface_hub import ModelCard
-from test_pipeline import offline_hub, place_in_hub_cache, tiny_pipeline  # noqa: F401  (offline_hub is a fixture)
 
 from transgan_hf.convert_official import OFFICIAL_LICENSE_NOTE
 from transgan_hf.model_card import TEMPLATE_PATH, make_model_card, update_model_card_metrics
@@ -22,7 +22,8 @@ INCEPTION_SCORE = {"name": "IS", "type": "inception_score", "value": 7.5, "datas
 def test_card_metadata_round_trips_through_model_card_load(tmp_path):
     training = {"Preset": "tiny", "Steps": 1000, "Command": "transgan train --preset tiny | tee log.txt"}
     card = make_model_card(tiny_pipeline(), license="mit", datasets=["uoft-cs/cifar10"], training=training,
-                           metrics=[FID, INCEPTION_SCORE], repo_id="org/transgan-tiny", samples_image="samples.png")
+                           metrics=[FID, INCEPTION_SCORE], repo_id="org/transgan-tiny", samples_image="samples.png",
+                           remote_code=True)
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data
@@ -53,6 +54,9 @@ def test_defaults_and_a_pipeline_without_discriminator():
     assert "No training details were recorded" in card.text and "No evaluation results yet" in card.text
     assert "num_candidates=k" not in card.text and "not included" in card.text
     assert 'from_pretrained("path/to/this/folder")' in card.text
+    # No code in the folder: the card does not offer diffusers' remote-code loading for it, but says how to get it.
+    assert 'from_pretrained("path/to/this/folder", trust_remote_code=True)' not in card.text
+    assert "save_pretrained(folder, remote_code=True)" in card.text
 
 
 def test_converted_official_weights_carry_the_non_commercial_licence():
@@ -127,7 +131,7 @@ def test_updating_a_folder_without_card(tmp_path):
         update_model_card_metrics(tmp_path, [FID])
 
 
-def test_the_usage_snippet_runs(tmp_path, offline_hub, monkeypatch):  # noqa: F811  (pytest fixture)
+def test_the_usage_snippet_runs(tmp_path, offline_hub, monkeypatch):
     tiny_pipeline().save_pretrained(tmp_path / "saved", model_card_kwargs={"repo_id": "org/transgan-tiny"})
     place_in_hub_cache(tmp_path / "saved", offline_hub, "org/transgan-tiny")
     card = (tmp_path / "saved" / "README.md").read_text()

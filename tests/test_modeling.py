@@ -15,14 +15,14 @@ from transgan_hf import (
     TransGANGenerator,
     TransGANGeneratorConfig,
 )
-from transgan_hf.losses import gradient_penalty
+from transgan_hf.attention import AttentionWithBiasGradient
 from transgan_hf.modeling_transgan import (
-    AttentionWithBiasGradient,
     TransGANSelfAttention,
     relative_position_index,
     window_partition,
     window_reverse,
 )
+from transgan_hf.training.losses import gradient_penalty
 
 OFFICIAL_PARAMETER_COUNTS = {
     "cifar10": (83_312_495, 10_210_400),
@@ -67,10 +67,40 @@ def test_official_presets_have_official_parameter_counts(preset):
     assert (num_parameters(generator), num_parameters(discriminator)) == OFFICIAL_PARAMETER_COUNTS[preset]
 
 
-def test_relative_position_index_is_not_in_the_state_dict():
+def bias_attentions(model: torch.nn.Module) -> list[TransGANSelfAttention]:
+    return [m for m in model.modules() if isinstance(m, TransGANSelfAttention) and m.bias_window]
+
+
+def assert_indices_are_exact(model: torch.nn.Module) -> None:
+    attentions = bias_attentions(model)
+    assert attentions
+    for attention in attentions:
+        index = attention.relative_position_index
+        assert index.dtype == torch.int64
+        assert torch.equal(index.cpu(), relative_position_index(attention.bias_window))
+
+
+def test_relative_position_index_is_a_buffer_outside_the_state_dict():
+    """Each attention owns its index as a non-persistent int64 buffer: never saved, and a cast to bf16 leaves it
+    an exact integer index."""
     model = TransGANGenerator(small_generator_config())
     assert not any("index" in key for key in model.state_dict())
-    assert not any(True for _ in model.buffers())
+    assert len(list(model.buffers())) == len(bias_attentions(model)) == 3
+    assert_indices_are_exact(model)
+    assert_indices_are_exact(model.to(torch.bfloat16))
+    assert_indices_are_exact(TransGANDiscriminator(small_discriminator_config()).half())
+
+
+def test_relative_position_index_is_rebuilt_by_from_pretrained(tmp_path):
+    """`from_pretrained` builds the model on the meta device and leaves non-persistent buffers empty; `_init_weights`
+    fills them, in float32 and in a bf16 load."""
+    generator = TransGANGenerator(small_generator_config())
+    discriminator = TransGANDiscriminator(small_discriminator_config())
+    generator.save_pretrained(tmp_path / "g")
+    discriminator.save_pretrained(tmp_path / "d")
+    for dtype in (torch.float32, torch.bfloat16):
+        assert_indices_are_exact(TransGANGenerator.from_pretrained(tmp_path / "g", dtype=dtype))
+        assert_indices_are_exact(TransGANDiscriminator.from_pretrained(tmp_path / "d", dtype=dtype))
 
 
 @pytest.mark.parametrize(
@@ -121,7 +151,7 @@ def test_presets_accept_overrides():
 
 def test_relative_position_index_matches_swin_formula():
     window = 3
-    index = relative_position_index(window, torch.device("cpu"))
+    index = relative_position_index(window)
     for i in range(window * window):
         for j in range(window * window):
             (yi, xi), (yj, xj) = divmod(i, window), divmod(j, window)
@@ -131,7 +161,7 @@ def test_relative_position_index_matches_swin_formula():
 def test_relative_position_bias_gradient_is_exact_and_deterministic():
     """The bias table's gradient sums the map gradient over every query/key pair with the same offset (32x32 grid:
     1M pairs onto 3,969 offsets), and on two threads it is bitwise the same from run to run."""
-    attention = TransGANSelfAttention(dim=8, num_heads=4, bias_window=32, noise_injection=False)
+    attention = TransGANSelfAttention(small_generator_config(), dim=8, bias_window=32)
     grad_map = torch.randn(1, 4, 1024, 1024, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -144,7 +174,7 @@ def test_relative_position_bias_gradient_is_exact_and_deterministic():
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(gradients[0], other) for other in gradients[1:])
-    index = relative_position_index(32, torch.device("cpu")).view(-1)
+    index = relative_position_index(32).view(-1)
     expected = torch.zeros(63 * 63, 4, dtype=torch.float64).index_put_(
         (index,), grad_map[0].permute(1, 2, 0).reshape(-1, 4).double(), accumulate=True)
     torch.testing.assert_close(gradients[0].double(), expected, rtol=1e-5, atol=1e-4)
@@ -162,11 +192,11 @@ def test_window_partition_groups_square_windows_and_reverses():
 
 def test_sdpa_attention_matches_explicit_softmax_with_bias():
     torch.manual_seed(0)
-    attention = TransGANSelfAttention(dim=16, num_heads=4, bias_window=3, noise_injection=False)
+    attention = TransGANSelfAttention(small_generator_config(noise_injection=False), dim=16, bias_window=3)
     torch.nn.init.normal_(attention.relative_position_bias_table, std=1.0)
     x = torch.randn(2, 9, 16)
     q, k, v = attention.qkv(x).view(2, 9, 3, 4, 4).permute(2, 0, 3, 1, 4)
-    index = relative_position_index(3, torch.device("cpu"))
+    index = attention.relative_position_index
     bias = attention.relative_position_bias_table[index.view(-1)].view(9, 9, 4).permute(2, 0, 1)
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(4) + bias, dim=-1)
     expected = attention.proj((weights @ v).transpose(1, 2).reshape(2, 9, 16))
@@ -216,14 +246,13 @@ def test_generator_training_uses_the_bias_gradient_kernel_and_matches_sdpa(monke
     config = small_generator_config(window_sizes=[0, 0, 4])
     torch.manual_seed(0)
     fast = with_nonzero_noise(TransGANGenerator(config)).train()
+    assert fast.config._attn_implementation == "cpu_bias_gradient"  # the generator's default
     for module in fast.modules():
         if isinstance(module, TransGANSelfAttention):
             torch.nn.init.normal_(module.relative_position_bias_table, std=0.5)
-    reference = with_nonzero_noise(TransGANGenerator(config)).train()
+    reference = TransGANGenerator(small_generator_config(window_sizes=[0, 0, 4], attn_implementation="sdpa")).train()
+    assert reference.config._attn_implementation == "sdpa"
     reference.load_state_dict(fast.state_dict())
-    for module in reference.modules():
-        if isinstance(module, TransGANSelfAttention):
-            module.differentiable_twice = True  # -> SDPA
     calls = []
     apply = AttentionWithBiasGradient.apply
     monkeypatch.setattr(AttentionWithBiasGradient, "apply", lambda *args: calls.append(args[0].shape) or apply(*args))
@@ -240,8 +269,8 @@ def test_discriminator_attention_stays_differentiable_twice():
     """The gradient penalty differentiates D twice; the generator-only kernel refuses that with a clear error."""
     config = small_discriminator_config(window_sizes=[0, 0], global_depths=[0, 0])
     discriminator = TransGANDiscriminator(config)
-    attentions = [m for m in discriminator.modules() if isinstance(m, TransGANSelfAttention) and m.bias_window]
-    assert attentions and all(m.differentiable_twice for m in attentions)
+    attentions = bias_attentions(discriminator)
+    assert attentions and discriminator.config._attn_implementation == "sdpa"
     real, fake = (torch.randn(2, 3, config.image_size, config.image_size) for _ in range(2))
     gradient_penalty(discriminator, real, fake).backward()
     assert all(m.relative_position_bias_table.grad.abs().sum() > 0 for m in attentions)
@@ -251,6 +280,28 @@ def test_discriminator_attention_stays_differentiable_twice():
     (grad_q,) = torch.autograd.grad(output.square().sum(), q, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad_q.sum().backward()
+
+
+def test_attention_implementation_is_chosen_once_by_configuration(tmp_path, monkeypatch):
+    generator = TransGANGenerator(small_generator_config(window_sizes=[0, 0, 4]))
+    generator.save_pretrained(tmp_path)
+    assert "attn_implementation" not in (tmp_path / "config.json").read_text()  # saved configs are unchanged
+    assert TransGANGenerator.from_pretrained(tmp_path, attn_implementation="sdpa").config._attn_implementation == "sdpa"
+    # `eager`, which transformers set on these models before they chose a kernel, still means the model's default
+    eager = TransGANGenerator.from_pretrained(tmp_path, attn_implementation="eager")
+    assert eager.config._attn_implementation == "cpu_bias_gradient"
+    with pytest.raises(ValueError, match="'flash_attention_2' is not supported by TransGANGenerator; valid choices are "
+                                         "'sdpa', 'cpu_bias_gradient'"):
+        TransGANGenerator.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+    calls = []
+    apply = AttentionWithBiasGradient.apply
+    monkeypatch.setattr(AttentionWithBiasGradient, "apply", lambda *args: calls.append(1) or apply(*args))
+    generator.set_attn_implementation("sdpa")
+    generator(torch.randn(2, 16)).images.mean().backward()
+    assert not calls
+    generator.set_attn_implementation("cpu_bias_gradient")
+    generator(torch.randn(2, 16)).images.mean().backward()
+    assert len(calls) == sum(generator.config.depths)
 
 
 def test_generator_and_discriminator_shapes_and_dtypes():

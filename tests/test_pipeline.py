@@ -1,10 +1,10 @@
 """TransGANPipeline: seeded sampling, truncation, discriminator ranking, interpolation, save/load (local folder, HF
-cache by Hub id offline, remote code), push_to_hub at the huggingface_hub boundary, and every bad-input error."""
+cache by Hub id offline), push_to_hub at the huggingface_hub boundary, and every bad-input error. Remote code:
+test_remote_code.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -16,64 +16,18 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
+from helpers import COMMIT, place_in_hub_cache, seeds, tiny_pipeline
 
 from transgan_hf import (
     TransGANDiscriminator,
     TransGANDiscriminatorConfig,
     TransGANGenerator,
-    TransGANGeneratorConfig,
     TransGANPipeline,
 )
 from transgan_hf.modeling_transgan import TransGANDiscriminatorOutput
-from transgan_hf.pipeline_transgan import available_memory_bytes, slerp
+from transgan_hf.sampling import available_memory_bytes, slerp
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def tiny_pipeline(with_discriminator: bool = True, seed: int = 0) -> TransGANPipeline:
-    """A 16x16 pipeline with noise injection in both networks (strength 0.5, so that noise changes the output)."""
-    torch.manual_seed(seed)
-    generator = TransGANGenerator(TransGANGeneratorConfig(
-        latent_dim=16, bottom_width=4, image_size=16, hidden_size=64, depths=[1, 1, 1],
-        upsample_types=["pixel_shuffle"] * 2, window_sizes=[0, 0, 8], noise_injection=True,
-    ))
-    discriminator = TransGANDiscriminator(TransGANDiscriminatorConfig(
-        image_size=16, patch_size=2, patch_embed_dims=[24, 8], hidden_size=32, depths=[1, 1], window_sizes=[0, 0],
-        global_depths=[0, 0], noise_injection=True,
-    )) if with_discriminator else None
-    with torch.no_grad():
-        for model in filter(None, (generator, discriminator)):
-            for name, param in model.named_parameters():
-                if name.endswith("attention.noise_strength"):
-                    param.fill_(0.5)
-    return TransGANPipeline(generator=generator, discriminator=discriminator)
-
-
-def seeds(*values: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(v) for v in values]
-
-
-def place_in_hub_cache(folder: Path, cache: Path, repo_id: str, revision: str = "main") -> Path:
-    """Copy a saved pipeline into the layout huggingface_hub uses (`models--org--name/snapshots/<hash>`, `refs/`)."""
-    storage = cache / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, storage / "snapshots" / COMMIT)
-    (storage / "refs").mkdir(parents=True, exist_ok=True)
-    (storage / "refs" / revision).write_text(COMMIT)
-    return storage
-
-
-@pytest.fixture()
-def offline_hub(tmp_path, monkeypatch) -> Path:
-    """An empty HF cache with HF_HUB_OFFLINE=1 (environment and the value huggingface_hub read at import)."""
-    cache = tmp_path / "hf_cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Sampling
@@ -286,8 +240,8 @@ def test_calls_larger_than_free_memory_run_in_passes_with_the_same_images(monkey
     passes = []
     pipe.generator.register_forward_hook(lambda module, args, output: passes.append(args[0].shape[0]))
     # 1 MB per sample and 4 MB free besides the results (12 kB per image): three samples per forward pass.
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.estimate_sample_bytes", lambda *args: 10**6)
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 4 * 10**6)
+    monkeypatch.setattr("transgan_hf.sampling.estimate_sample_bytes", lambda *args: 10**6)
+    monkeypatch.setattr("transgan_hf.sampling.available_memory_bytes", lambda device: 4 * 10**6)
     for kwargs, reference in zip(calls, expected):
         passes.clear()
         torch.testing.assert_close(run(kwargs), reference, atol=1e-5, rtol=0)
@@ -295,13 +249,13 @@ def test_calls_larger_than_free_memory_run_in_passes_with_the_same_images(monkey
     assert passes == [3, 3, 1]
     # A single generator is left where one pass leaves it.
     assert all(torch.equal(a, b) for a, b in zip(generator_states[:2], generator_states[2:]))
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 2**19)
+    monkeypatch.setattr("transgan_hf.sampling.available_memory_bytes", lambda device: 2**19)
     with pytest.raises(ValueError, match=r"One sample needs about 1.0 MiB on cpu, but only 0.5 MiB are free"):
         pipe(batch_size=1)
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 3 * 10**6)
+    monkeypatch.setattr("transgan_hf.sampling.available_memory_bytes", lambda device: 3 * 10**6)
     with pytest.raises(ValueError, match="The 4 candidates of one image need about 3.8 MiB.*lower `num_candidates`"):
         pipe(generator=seeds(0), num_candidates=4)
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.available_memory_bytes", lambda device: 12_288 * 100)
+    monkeypatch.setattr("transgan_hf.sampling.available_memory_bytes", lambda device: 12_288 * 100)
     with pytest.raises(ValueError, match="The 200 images of this call alone need about 2.3 MiB on cpu, but only 1.2"):
         pipe(batch_size=200)
 
@@ -309,7 +263,7 @@ def test_calls_larger_than_free_memory_run_in_passes_with_the_same_images(monkey
 FREED_HEAP_SCRIPT = textwrap.dedent("""
     import torch
     from transgan_hf.cpu_memory import reuse_freed_cpu_memory
-    from transgan_hf.pipeline_transgan import freed_heap_bytes
+    from transgan_hf.cpu_memory import freed_heap_bytes
     assert reuse_freed_cpu_memory()  # as training and `transgan generate` do
     activations = torch.ones(2**25)  # 128 MiB
     before = freed_heap_bytes()
@@ -325,7 +279,7 @@ def test_cpu_memory_freed_inside_the_process_counts_as_available(monkeypatch):
     assert int(result.stdout) > 2**27 - 2**20  # the freed tensor stays in the heap, for the process to reuse
     meminfo = Path("/proc/meminfo").read_text()
     mem_available = int(next(line for line in meminfo.splitlines() if line.startswith("MemAvailable:")).split()[1])
-    monkeypatch.setattr("transgan_hf.pipeline_transgan.freed_heap_bytes", lambda: 2**50)
+    monkeypatch.setattr("transgan_hf.sampling.freed_heap_bytes", lambda: 2**50)
     assert available_memory_bytes(torch.device("cpu")) - 2**50 > mem_available * 1024 / 2  # MemAvailable moves
 
 
@@ -361,16 +315,12 @@ def test_save_and_load_a_local_folder(tmp_path):
     pipe = tiny_pipeline()
     folder = tmp_path / "pipe"
     pipe.save_pretrained(folder)
-    assert {p.name for p in folder.iterdir()} == {
-        "model_index.json", "README.md", "generator", "discriminator",
-        "pipeline_transgan.py", "modeling_transgan.py", "configuration_transgan.py",
-    }
-    assert (folder / "generator" / "model.safetensors").is_file()
+    assert {p.name for p in folder.iterdir()} == {"model_index.json", "README.md", "generator", "discriminator"}
+    assert {p.name for p in (folder / "generator").iterdir()} == {"config.json", "model.safetensors"}
     assert (folder / "discriminator" / "model.safetensors").is_file()
     assert not list(folder.rglob("*.bin")) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["_class_name"] == ["pipeline_transgan", "TransGANPipeline"]
-    assert index["generator"] == ["modeling_transgan", "TransGANGenerator"]
+    assert index["_class_name"] == "TransGANPipeline" and index["generator"][1] == "TransGANGenerator"
     loaded = TransGANPipeline.from_pretrained(folder)
     assert isinstance(loaded.generator, TransGANGenerator) and isinstance(loaded.discriminator, TransGANDiscriminator)
     for kwargs in ({"batch_size": 3}, {"batch_size": 2, "num_candidates": 3, "truncation": 0.8}):
@@ -410,13 +360,13 @@ def test_a_failed_save_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     pipe.save_pretrained(folder)
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
-    def broken(self, staging):
+    def broken(pipeline, staging):
         (staging / "generator" / "model.safetensors").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(TransGANPipeline, "_write_remote_code", broken)
+    monkeypatch.setattr("transgan_hf.pipeline_folder.write_remote_code", broken)
     with pytest.raises(OSError, match="disk full"):
-        tiny_pipeline(seed=1).save_pretrained(folder)
+        tiny_pipeline(seed=1).save_pretrained(folder, remote_code=True)
     assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
     (tmp_path / "file").write_text("x")
@@ -495,34 +445,6 @@ def test_package_layout_folders_load_too(tmp_path):
                        pipe(generator=seeds(0), output_type="pt").images)
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.modules["transgan_hf"] = None  # as for a user without the package: importing it fails
-    import numpy as np, torch
-    from diffusers import DiffusionPipeline
-    pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
-    assert type(pipe).__module__.startswith("diffusers_modules"), type(pipe).__module__
-    generators = [torch.Generator().manual_seed(s) for s in (0, 1, 2)]
-    np.save(sys.argv[2], pipe(batch_size=3, generator=generators, num_candidates=2, output_type="np").images)
-""")
-
-
-def test_saved_folder_loads_with_plain_diffusers_and_remote_code(tmp_path):
-    from diffusers import DiffusionPipeline
-
-    pipe = tiny_pipeline()
-    pipe.save_pretrained(tmp_path / "pipe")
-    with pytest.raises(ValueError, match="trust_remote_code=True"):
-        DiffusionPipeline.from_pretrained(tmp_path / "pipe")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "pipe"), str(tmp_path / "o.npy")],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Expected types" not in result.stderr
-    expected = pipe(batch_size=3, generator=seeds(0, 1, 2), num_candidates=2, output_type="np").images
-    assert np.array_equal(np.load(tmp_path / "o.npy"), expected)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Hub upload (tested at the huggingface_hub boundary) and conversion
 # ---------------------------------------------------------------------------------------------------------------------
@@ -560,9 +482,11 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder_with_its_card(monke
     assert api.calls == [("create_repo", "transgan-tiny", True, True),
                          ("upload_folder", "me/transgan-tiny", "Upload TransGANPipeline", False)]
     assert {"model_index.json", "README.md", "generator/model.safetensors", "discriminator/model.safetensors",
-            "pipeline_transgan.py", "generator/modeling_transgan.py"} <= set(api.uploaded)
+            "transgan_remote_pipeline.py", "pipeline_transgan.py", "generator/transgan_remote_generator.py",
+            } <= set(api.uploaded)  # with its remote code (test_remote_code.py checks that it loads)
     card = api.uploaded["README.md"].decode()
     assert 'TransGANPipeline.from_pretrained("me/transgan-tiny")' in card and "uoft-cs/cifar10" in card
+    assert 'DiffusionPipeline.from_pretrained("me/transgan-tiny", trust_remote_code=True)' in card
     # What was uploaded loads back to the same pipeline.
     for name, data in api.uploaded.items():
         (tmp_path / "repo" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -573,6 +497,7 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder_with_its_card(monke
     pipe.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="org/x", commit_message="v1")
     assert api.calls[-2:] == [("create_repo", "org/x", None, True), ("upload_folder", "org/x", "v1", False)]
     assert 'from_pretrained("org/x")' in (tmp_path / "local" / "README.md").read_text()
+    assert (tmp_path / "local" / "transgan_remote_pipeline.py").is_file()  # pushed folders carry their code
 
 
 def test_push_to_hub_offline_fails_with_a_clear_message(offline_hub):

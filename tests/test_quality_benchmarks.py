@@ -26,13 +26,7 @@ dcgan = load("dcgan_reference")
 harness = load("time_to_quality")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions: one thread is as fast, and spinning OpenMP threads crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small convolutions: one thread is as fast
 
 
 def test_dcgan_networks_have_about_a_million_parameters() -> None:

@@ -4,10 +4,8 @@ inputs, a `model` that names anything but a served model, and in-process the con
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -24,43 +22,13 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client", reason="the Space tests need the [space] extra")
 pytest.importorskip("gradio", reason="the Space tests need the [space] extra")
 from gradio_client.exceptions import AppError  # noqa: E402
-from test_pipeline import tiny_pipeline  # noqa: E402
+from helpers import free_port, import_app, save_space_models, space_models_setting  # noqa: E402
 
 from transgan_hf import TransGANPipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = ROOT / "spaces" / "app.py"
 SERVER_START_TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def import_app():
-    """spaces/app.py as a module (it is a script folder, not a package); builds its demo without launching it."""
-    spec = importlib.util.spec_from_file_location("transgan_space_app", APP_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def space_models_setting(models: tuple[Path, Path]) -> str:
-    """TRANSGAN_SPACE_MODELS serving both models under their folder names, `tiny` (the default) and
-    `tiny-no-discriminator`."""
-    return ",".join(str(model) for model in models)
-
-
-def save_space_models(folder: Path) -> tuple[Path, Path]:
-    """A tiny pipeline with its discriminator, and the same generator saved without one."""
-    full, generator_only = folder / "tiny", folder / "tiny-no-discriminator"
-    pipeline = tiny_pipeline()
-    pipeline.save_pretrained(full)
-    TransGANPipeline(generator=pipeline.generator).save_pretrained(generator_only)
-    return full, generator_only
 
 
 def wait_for_server(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the Space tests need the [space] extra")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (scripts/install.sh)")
-from test_space import free_port, import_app, save_space_models, space_models_setting  # noqa: E402
+from helpers import free_port, import_app, save_space_models, space_models_setting  # noqa: E402
 
 from transgan_hf import TransGANGeneratorConfig  # noqa: E402
 

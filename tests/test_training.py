@@ -3,9 +3,7 @@ processes, divergence and input errors. Every run uses a micro model and 16 synt
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,98 +12,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from helpers import ROOT, SUBPROCESS_ENV, TRAIN_SCRIPT, StandInFeatures, assert_same_weights, model_weights
 from PIL import Image
-from safetensors.torch import load_file
 
 from transgan_hf import TransGANDiscriminatorConfig, TransGANGeneratorConfig, TransGANPipeline
 from transgan_hf.cli import CommandError
-from transgan_hf.training_presets import TRAINING_PRESETS
+from transgan_hf.training import loop, trainer
+from transgan_hf.training.args import load_model_configs, parse_args, training_recipe
+from transgan_hf.training.checkpointing import ARGS_FILE, KILL_ENV, check_resume_settings, list_checkpoints
+from transgan_hf.training.presets import TRAINING_PRESETS, get_training_recipe
+from transgan_hf.training.reporting import TrainingLog
+from transgan_hf.training.trainer import GANTrainer, NonFiniteError, build_models, build_optimizers
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = ROOT / "training" / "train.py"
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("transgan_train_script", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_train_module()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Two-thread OpenMP kernels crawl on a shared 2-core machine; the micro models do not need them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("training"))
-
-
-def make_workspace(folder: Path) -> Path:
-    """Micro generator/discriminator configs and a 16-image folder (RGB, RGBA, greyscale, palette; not square)."""
-    TransGANGeneratorConfig(latent_dim=16, bottom_width=4, image_size=16, hidden_size=64, depths=[1, 1, 1],
-                            upsample_types=["pixel_shuffle"] * 2, window_sizes=[0, 0, 8],
-                            noise_injection=True).to_json_file(folder / "generator.json")
-    TransGANDiscriminatorConfig(image_size=16, patch_size=2, patch_embed_dims=[16, 16], hidden_size=32, depths=[1, 1],
-                                window_sizes=[0, 0], global_depths=[0, 0],
-                                noise_injection=True).to_json_file(folder / "discriminator.json")
-    images = folder / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    modes = ["RGB", "RGBA", "L", "P"]
-    for i in range(16):
-        pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-        Image.fromarray(pixels).convert(modes[i % 4]).save(images / f"{i:02d}.png")
-    return folder
-
-
-def micro_args(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--generator_config", str(workspace / "generator.json"),
-        "--discriminator_config", str(workspace / "discriminator.json"),
-        "--train_data_dir", str(workspace / "images"), "--cache_dir", str(workspace / "cache"),
-        "--train_batch_size", "4", "--gen_batch_size", "4", "--n_critic", "2", "--gradient_accumulation_steps", "2",
-        "--random_flip", "--no-center_crop", "--num_sample_images", "4", "--report_to", "none",
-        "--logging_steps", "1", "--save_images_steps", "100", "--checkpointing_steps", "3",
-        "--output_dir", str(output_dir), *extra,
-    ]
-
-
-def run_in_process(argv: list[str], evaluation_hooks=()):
-    try:
-        return train.main(argv, evaluation_hooks=evaluation_hooks)
-    finally:  # a fresh Accelerator per run
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(folder / "model.safetensors")
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    first, second = weights(a), weights(b)
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), f"{a} and {b} differ in {name}"
-
-
-@pytest.fixture(scope="module")
-def reference_run(single_thread, workspace, tmp_path_factory) -> Path:
+def reference_run(single_thread, micro_args, run_training_in_process, tmp_path_factory) -> Path:
     """6 uninterrupted steps; checkpoints at 3 and 6."""
     output = tmp_path_factory.mktemp("reference")
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "6"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "6"))
     return output
 
 
@@ -132,23 +58,23 @@ def test_presets_carry_the_official_recipes():
 
 
 def test_preset_alone_gives_its_recipe_and_flags_override_it():
-    args = train.parse_args(["--preset", "stl10", "--train_data_dir", "x"])
+    args = parse_args(["--preset", "stl10", "--train_data_dir", "x"])
     assert (args.train_batch_size, args.gen_batch_size, args.n_critic, args.ema_kimg, args.ema_warmup) == (32, 64, 5,
                                                                                                            500.0, 0.05)
     assert args.diffaug_policy == "translation,stl_erase_ratio,color" and args.random_flip and args.center_crop
-    args = train.parse_args(["--preset", "stl10", "--n_critic", "2", "--loss", "hinge", "--no-random_flip"])
+    args = parse_args(["--preset", "stl10", "--n_critic", "2", "--loss", "hinge", "--no-random_flip"])
     assert (args.n_critic, args.loss, args.random_flip) == (2, "hinge", False)
     # a half-life given for a fixed-decay preset replaces the decay; an explicit decay wins over a half-life
-    assert train.parse_args(["--preset", "church_256", "--ema_kimg", "100"]).ema_decay is None
-    assert train.parse_args(["--preset", "cifar10", "--ema_decay", "0.999"]).ema_decay == 0.999
+    assert parse_args(["--preset", "church_256", "--ema_kimg", "100"]).ema_decay is None
+    assert parse_args(["--preset", "cifar10", "--ema_decay", "0.999"]).ema_decay == 0.999
     # kimg -> generator updates: 64 images * 4 critic iterations = 256 images per step
-    assert train.parse_args(["--preset", "cifar10", "--max_train_kimg", "1"]).max_train_steps == 4
+    assert parse_args(["--preset", "cifar10", "--max_train_kimg", "1"]).max_train_steps == 4
     with pytest.raises(CommandError, match="argument --max_train_kimg: not allowed with argument --max_train_steps"):
-        train.parse_args(["--max_train_steps", "3", "--max_train_kimg", "1"])
+        parse_args(["--max_train_steps", "3", "--max_train_kimg", "1"])
     with pytest.raises(CommandError, match="argument --n_critic: must be >= 1, got 0"):
-        train.parse_args(["--n_critic", "0"])
-    assert train.parse_args([]).dataset_name == "mnist-5k"  # the embedded default
-    assert train.parse_args(["--preset", "cifar10", "--train_data_dir", "x"]).dataset_name is None
+        parse_args(["--n_critic", "0"])
+    assert parse_args([]).dataset_name == "mnist-5k"  # the embedded default
+    assert parse_args(["--preset", "cifar10", "--train_data_dir", "x"]).dataset_name is None
 
 
 def test_the_training_readme_recipe_table_matches_the_presets():
@@ -172,31 +98,65 @@ def test_the_training_readme_recipe_table_matches_the_presets():
 
 def test_fused_adam_is_on_for_official_presets_and_off_for_the_demo_recipe():
     """The tiny recipe keeps PyTorch's per-tensor Adam, which the bundled demo model was trained with."""
-    tiny, cifar = train.parse_args([]), train.parse_args(["--preset", "cifar10"])
+    tiny, cifar = parse_args([]), parse_args(["--preset", "cifar10"])
     assert (tiny.fused_adam, cifar.fused_adam) == (False, True)
-    assert train.parse_args(["--fused_adam"]).fused_adam and not train.parse_args(["--preset", "cifar10",
-                                                                                   "--no-fused_adam"]).fused_adam
+    assert parse_args(["--fused_adam"]).fused_adam and not parse_args(["--preset", "cifar10",
+                                                                       "--no-fused_adam"]).fused_adam
     networks = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    assert all(opt.defaults["fused"] for opt in train.build_optimizers(cifar, *networks))
-    assert not any(opt.defaults["fused"] for opt in train.build_optimizers(tiny, *networks))
+    assert all(opt.defaults["fused"] for opt in build_optimizers(*networks, training_recipe(cifar)))
+    assert not any(opt.defaults["fused"] for opt in build_optimizers(*networks, training_recipe(tiny)))
 
 
 def test_cpu_memory_reuse_is_on_by_default_for_cpu_runs_only(monkeypatch):
     calls = []
-    monkeypatch.setattr(train, "reuse_freed_cpu_memory", lambda: calls.append(1) or True)
-    on, off = train.parse_args([]), train.parse_args(["--no-cpu_memory_reuse"])
+    monkeypatch.setattr(loop, "reuse_freed_cpu_memory", lambda: calls.append(1) or True)
+    on, off = parse_args([]), parse_args(["--no-cpu_memory_reuse"])
     assert (on.cpu_memory_reuse, off.cpu_memory_reuse) == (True, False)
-    train.configure_cpu_memory(off, torch.device("cpu"))
-    train.configure_cpu_memory(on, torch.device("cuda"))
+    loop.configure_cpu_memory(off.cpu_memory_reuse, torch.device("cpu"))
+    loop.configure_cpu_memory(on.cpu_memory_reuse, torch.device("cuda"))
     assert not calls
-    train.configure_cpu_memory(on, torch.device("cpu"))
+    loop.configure_cpu_memory(on.cpu_memory_reuse, torch.device("cpu"))
     assert calls == [1]
 
 
+def test_import_transgan_hf_leaves_the_training_package_out():
+    """Training's dependencies are an extra: sampling must not need them."""
+    code = "import sys, transgan_hf; print(sorted(m for m in sys.modules if m.startswith('transgan_hf.training')))"
+    result = subprocess.run([sys.executable, "-c", code], env=SUBPROCESS_ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr[-2000:]
+
+
+def test_the_trainer_runs_without_the_command_line(training_workspace):
+    """The parts take typed values (a recipe, keyword arguments), not parsed flags."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    recipe = get_training_recipe("tiny").replace(train_batch_size=4, gen_batch_size=4)
+    configs = (TransGANGeneratorConfig.from_json_file(training_workspace / "generator.json"),
+               TransGANDiscriminatorConfig.from_json_file(training_workspace / "discriminator.json"))
+    try:
+        accelerator = Accelerator(cpu=True)
+        generator, discriminator, ema = build_models(*configs, accelerator.device, seed=0, loss=recipe.loss)
+        before = [parameter.clone() for parameter in ema.model.parameters()]
+        trainer = GANTrainer(accelerator, generator, discriminator, *build_optimizers(generator, discriminator, recipe),
+                             ema, recipe, seed=0)
+        trainer.discriminator_iteration(torch.rand(4, 3, 16, 16) * 2 - 1, step=1, update=True)
+        trainer.generator_update(step=1)
+        beta = trainer.update_ema(cur_nimg=0)
+        logs = trainer.pop_means()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    assert beta == 0.0  # the warm-up starts the average as a copy of the generator
+    assert set(logs) == set(GANTrainer.LOGGED) and all(np.isfinite(value) for value in logs.values())
+    assert not all(torch.equal(a, b) for a, b in zip(before, ema.model.parameters()))  # the updated generator
+
+
 def test_resolution_the_preset_cannot_produce_is_refused():
-    args = train.parse_args(["--resolution", "48"])
+    args = parse_args(["--resolution", "48"])
     with pytest.raises(CommandError, match=r"--resolution 48 cannot be produced by the 'tiny' preset.*32x32"):
-        train.load_model_configs(args)
+        load_model_configs(args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -216,13 +176,12 @@ class CountingHook:
         return {"mean_pixel": float(images.mean())}
 
 
-def test_short_run_writes_samples_logs_checkpoints_and_a_pipeline(workspace, tmp_path):
+def test_short_run_writes_samples_logs_checkpoints_and_a_pipeline(micro_args, run_training_in_process, tmp_path):
     output = tmp_path / "run"
     hook = CountingHook()
-    result = run_in_process(
-        micro_args(workspace, output, "--max_train_steps", "5", "--save_images_steps", "2",
-                   "--checkpointing_steps", "1", "--checkpoints_total_limit", "2", "--report_to", "tensorboard",
-                   "--seed", "7"),
+    result = run_training_in_process(
+        micro_args(output, "--max_train_steps", "5", "--save_images_steps", "2", "--checkpointing_steps", "1",
+                   "--checkpoints_total_limit", "2", "--report_to", "tensorboard", "--seed", "7"),
         evaluation_hooks=[hook],
     )
     assert (result.step, result.pipeline_dir) == (5, output / "pipeline")
@@ -230,7 +189,7 @@ def test_short_run_writes_samples_logs_checkpoints_and_a_pipeline(workspace, tmp
     assert sorted(p.name for p in (output / "samples").iterdir()) == ["step_000002.png", "step_000004.png",
                                                                       "step_000005.png"]
     assert Image.open(result.samples_image).size == (32, 32)  # 2x2 grid of 16-px samples
-    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-4", "checkpoint-5"]
+    assert [p.name for _, p in list_checkpoints(output)] == ["checkpoint-4", "checkpoint-5"]
     checkpoint = output / "checkpoint-5"
     for entry in ("generator", "generator_ema", "discriminator", "optimizer.bin", "training_state_0.pt"):
         assert (checkpoint / entry).exists(), entry
@@ -260,31 +219,32 @@ def test_short_run_writes_samples_logs_checkpoints_and_a_pipeline(workspace, tmp
 @pytest.mark.parametrize("extra", [(), ("--official_d_grad_leak", "--n_critic", "1", "--gradient_accumulation_steps",
                                         "1", "--gen_gradient_accumulation_steps", "2")],
                          ids=["default", "official-leak"])
-def test_resume_gives_the_weights_of_an_uninterrupted_run(workspace, tmp_path, reference_run, extra):
+def test_resume_gives_the_weights_of_an_uninterrupted_run(micro_args, run_training_in_process, tmp_path, reference_run,
+                                                          extra):
     if extra:  # the leak leaves D gradients pending across a checkpoint when n_critic * accumulation is 1
         reference = tmp_path / "reference"
-        run_in_process(micro_args(workspace, reference, "--max_train_steps", "6", *extra))
+        run_training_in_process(micro_args(reference, "--max_train_steps", "6", *extra))
     else:
         reference = reference_run
     resumed = tmp_path / "resumed"
-    run_in_process(micro_args(workspace, resumed, "--max_train_steps", "3", *extra))
-    run_in_process(micro_args(workspace, resumed, "--max_train_steps", "6", "--resume_from_checkpoint", "latest",
-                              *extra))
+    run_training_in_process(micro_args(resumed, "--max_train_steps", "3", *extra))
+    run_training_in_process(micro_args(resumed, "--max_train_steps", "6", "--resume_from_checkpoint", "latest",
+                                       *extra))
     for folder in ("generator", "generator_ema", "discriminator"):
         assert_same_weights(reference / "checkpoint-6" / folder, resumed / "checkpoint-6" / folder)
     state = torch.load(resumed / "checkpoint-6" / "training_state_0.pt", weights_only=True)
     assert (state["step"], len(state["commands"])) == (6, 2)  # both launches recorded for the model card
 
 
-def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(workspace, tmp_path, reference_run):
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(micro_args, tmp_path, reference_run):
     output = tmp_path / "killed"
-    command = [sys.executable, str(TRAIN_SCRIPT), *micro_args(workspace, output, "--max_train_steps", "6")]
-    killed = subprocess.run(command, env={**SUBPROCESS_ENV, train.KILL_ENV: "6"}, capture_output=True, text=True,
+    command = [sys.executable, str(TRAIN_SCRIPT), *micro_args(output, "--max_train_steps", "6")]
+    killed = subprocess.run(command, env={**SUBPROCESS_ENV, KILL_ENV: "6"}, capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     partial = output / "checkpoint-6.tmp"
     assert (partial / "generator").is_dir() and not (partial / "optimizer.bin").exists()  # killed mid-write
-    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-3"]  # `latest` ignores the .tmp
+    assert [p.name for _, p in list_checkpoints(output)] == ["checkpoint-3"]  # `latest` ignores the .tmp
 
     resumed = subprocess.run(command + ["--resume_from_checkpoint", "latest"], env=SUBPROCESS_ENV,
                              capture_output=True, text=True, timeout=300)
@@ -300,8 +260,7 @@ import faulthandler, hashlib, json, sys
 import torch
 
 faulthandler.dump_traceback_later(180, exit=True)  # a stuck rank prints where it waits and exits (normally ~20 s)
-sys.path.insert(0, {script_dir!r})
-import train
+from transgan_hf.training.loop import main
 
 
 def digest(model):
@@ -322,23 +281,22 @@ class WeightDigest:
 
 
 sys.path.insert(0, {tests_dir!r})
-from test_metrics import StandInFeatures
+from helpers import StandInFeatures
 from transgan_hf.metrics import register_feature_extractor
 
 register_feature_extractor("standin", lambda weights_path=None: StandInFeatures())
-train.main(sys.argv[1:], evaluation_hooks=[WeightDigest()])
+main(sys.argv[1:], evaluation_hooks=[WeightDigest()])
 """
 
 
-def test_two_cpu_processes_train_in_step(workspace, tmp_path):
+def test_two_cpu_processes_train_in_step(training_workspace, micro_args, tmp_path):
     output = tmp_path / "ddp"
     output.mkdir()
     wrapper = tmp_path / "launch_two.py"
-    wrapper.write_text(TWO_PROCESS_WRAPPER.format(script_dir=str(TRAIN_SCRIPT.parent), output=str(output),
-                                                  tests_dir=str(ROOT / "tests")))
+    wrapper.write_text(TWO_PROCESS_WRAPPER.format(output=str(output), tests_dir=str(ROOT / "tests")))
     command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", str(wrapper),
-               *micro_args(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "2", *EVAL_FLAGS)]
+               *micro_args(output, "--max_train_steps", "4", "--checkpointing_steps", "2", *EVAL_FLAGS)]
     finished = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=420)
     assert finished.returncode == 0, finished.stderr[-8000:]  # a stuck rank's stacks (faulthandler) included
     for step in (2, 4):
@@ -351,12 +309,14 @@ def test_two_cpu_processes_train_in_step(workspace, tmp_path):
     # --eval_steps: both ranks generated their share; rank 0 logged the value one process computes alone.
     evaluations = [row for row in read_log(output) if "eval/fid" in row]
     assert [row["step"] for row in evaluations] == [2, 4]
-    independent = evaluate_saved_pipeline(output / "pipeline", workspace / "images", num_images=10, seed=0)
+    independent = evaluate_saved_pipeline(output / "pipeline", training_workspace / "images", num_images=10, seed=0)
     assert evaluations[-1]["eval/fid"] == pytest.approx(independent["fid"], rel=1e-5)
 
 
-def test_push_to_hub_uploads_the_pipeline_folder(workspace, tmp_path, monkeypatch, capsys):
+def test_push_to_hub_uploads_the_pipeline_folder(micro_args, run_training_in_process, tmp_path, monkeypatch, capsys):
     from huggingface_hub import HfApi
+
+    from transgan_hf.remote_code import remote_code_entries
 
     calls, network = [], {"up": True}
 
@@ -377,29 +337,31 @@ def test_push_to_hub_uploads_the_pipeline_folder(workspace, tmp_path, monkeypatc
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     output = tmp_path / "push"
     flags = ("--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "someone/tiny-digits")
-    run_in_process(micro_args(workspace, output, *flags))
+    run_training_in_process(micro_args(output, *flags))
     assert calls[0] == ("create", "someone/tiny-digits", False)
     assert calls[1][:2] == ("upload", "someone/tiny-digits") and "model_index.json" in calls[1][2]
     assert "samples.png" in calls[1][2] and "checkpoint-1" not in calls[1][2]  # only the pipeline folder
+    assert set(remote_code_entries()) <= set(calls[1][2])  # published with its code: loads with diffusers alone
     assert "someone/tiny-digits" in (output / "pipeline" / "README.md").read_text()
     assert "Pushed to https://huggingface.co/someone/tiny-digits" in capsys.readouterr().out
     network["up"] = False
-    run_in_process(micro_args(workspace, tmp_path / "offline", *flags))  # a failed upload keeps the local pipeline
+    run_training_in_process(micro_args(tmp_path / "offline", *flags))  # a failed upload keeps the local pipeline
     assert "uploading it to someone/tiny-digits failed: no network" in capsys.readouterr().err
     assert (tmp_path / "offline" / "pipeline" / "model_index.json").is_file()
 
 
-def test_bf16_autocast_with_gradient_checkpointing_trains(workspace, tmp_path):
+def test_bf16_autocast_with_gradient_checkpointing_trains(micro_args, run_training_in_process, tmp_path):
     """Checkpointed blocks are recomputed in backward, also through the gradient penalty's double backward."""
     output = tmp_path / "bf16"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--mixed_precision", "bf16",
-                              "--gradient_checkpointing", "--checkpointing_steps", "2"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "2", "--mixed_precision", "bf16",
+                                       "--gradient_checkpointing", "--checkpointing_steps", "2"))
     for folder in ("generator", "discriminator"):
-        assert all(torch.isfinite(t).all() for t in weights(output / "checkpoint-2" / folder).values())
+        assert all(torch.isfinite(t).all() for t in model_weights(output / "checkpoint-2" / folder).values())
     assert (output / "pipeline" / "model_index.json").is_file()
 
 
-def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(workspace, tmp_path, monkeypatch):
+def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(micro_args, run_training_in_process,
+                                                                             tmp_path, monkeypatch):
     """--gp_interval 3: the penalty on D updates 0 and 3 only (both micro-batches of each), weighted x3, so that its
     average strength is the official one. The D loss is zeroed and the penalty fixed to 1 to read the weight off the
     logged loss."""
@@ -409,10 +371,10 @@ def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(wor
         calls.append(len(calls))
         return torch.ones(())
 
-    monkeypatch.setattr(train, "gradient_penalty", constant_penalty)
-    monkeypatch.setattr(train, "discriminator_loss", lambda real, fake, loss: 0 * (real.sum() + fake.sum()))
+    monkeypatch.setattr(trainer, "gradient_penalty", constant_penalty)
+    monkeypatch.setattr(trainer, "discriminator_loss", lambda real, fake, loss: 0 * (real.sum() + fake.sum()))
     output = tmp_path / "lazy"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "3", "--gp_interval", "3"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "3", "--gp_interval", "3"))
     assert len(calls) == 4  # 6 D updates x 2 micro-batches, penalised: updates 0 and 3
     rows = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
     losses = [row["loss/discriminator"] for row in rows if "loss/discriminator" in row]
@@ -422,20 +384,22 @@ def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(wor
     assert penalties == [1.0, 1.0, None]  # the unweighted penalty, left out of step 3's row (not computed there)
     assert "penalty every 3 D updates x 3" in (output / "pipeline" / "README.md").read_text()
     with pytest.raises(CommandError, match="argument --gp_interval: must be >= 1"):
-        train.parse_args(micro_args(workspace, tmp_path / "a", "--gp_interval", "0"))
+        parse_args(micro_args(tmp_path / "a", "--gp_interval", "0"))
     with pytest.raises(CommandError, match="--loss hinge does not have"):
-        train.parse_args(micro_args(workspace, tmp_path / "b", "--gp_interval", "2", "--loss", "hinge"))
+        parse_args(micro_args(tmp_path / "b", "--gp_interval", "2", "--loss", "hinge"))
 
 
-def test_divergence_stops_with_the_step_and_network_and_keeps_the_last_good_checkpoint(workspace, tmp_path):
+def test_divergence_stops_with_the_step_and_network_and_keeps_the_last_good_checkpoint(micro_args,
+                                                                                       run_training_in_process,
+                                                                                       tmp_path):
     output = tmp_path / "diverge"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
     # phi 1e-30 makes the penalty weight 10/phi^2 overflow float32: the discriminator loss is infinite
-    with pytest.raises(train.NonFiniteError, match=r"discriminator loss became NaN/infinite at step 3\. The last "
-                                                   r"good checkpoint is .*checkpoint-2"):
-        run_in_process(micro_args(workspace, output, "--max_train_steps", "4", "--checkpointing_steps", "1",
-                                  "--phi", "1e-30", "--resume_from_checkpoint", "latest"))
-    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-2"]
+    with pytest.raises(NonFiniteError, match=r"discriminator loss became NaN/infinite at step 3\. The last "
+                                             r"good checkpoint is .*checkpoint-2"):
+        run_training_in_process(micro_args(output, "--max_train_steps", "4", "--checkpointing_steps", "1",
+                                           "--phi", "1e-30", "--resume_from_checkpoint", "latest"))
+    assert [p.name for _, p in list_checkpoints(output)] == ["checkpoint-2"]
     assert_same_weights(output / "pipeline" / "generator", output / "checkpoint-2" / "generator_ema")  # not replaced
 
 
@@ -448,16 +412,13 @@ EVAL_FLAGS = ("--eval_steps", "2", "--eval_num_images", "10", "--eval_batch_size
 
 
 def standin_features(weights_path=None):
-    from test_metrics import StandInFeatures
-
     return StandInFeatures()
 
 
 def evaluate_saved_pipeline(pipeline_dir: Path, image_folder: Path, num_images: int, seed: int) -> dict:
     """The same evaluation outside training: the saved EMA pipeline against statistics of the training images."""
-    from transgan_hf.commands.stats import reference_batches
     from transgan_hf.data import load_image_dataset
-    from transgan_hf.metrics import compute_reference_statistics, evaluate_generator
+    from transgan_hf.metrics import compute_reference_statistics, evaluate_generator, reference_batches
 
     extractor = standin_features()
     dataset = load_image_dataset(None, str(image_folder))
@@ -472,16 +433,17 @@ def evaluate_saved_pipeline(pipeline_dir: Path, image_folder: Path, num_images: 
 
 
 def read_log(output: Path) -> list[dict]:
-    return [json.loads(line) for line in (output / train.TrainingLog.FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (output / TrainingLog.FILE).read_text().splitlines()]
 
 
-def test_eval_steps_logs_metrics_of_the_ema_generator_and_writes_them_into_the_card(workspace, tmp_path,
-                                                                                      monkeypatch):
+def test_eval_steps_logs_metrics_of_the_ema_generator_and_writes_them_into_the_card(training_workspace, micro_args,
+                                                                                      run_training_in_process,
+                                                                                      tmp_path):
     from transgan_hf.metrics import register_feature_extractor
 
     register_feature_extractor("standin", standin_features)
     output = tmp_path / "run"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "5", "--seed", "3", *EVAL_FLAGS))
+    run_training_in_process(micro_args(output, "--max_train_steps", "5", "--seed", "3", *EVAL_FLAGS))
     rows = read_log(output)
     evaluations = [row for row in rows if "eval/fid" in row]
     assert [row["step"] for row in evaluations] == [2, 4, 5]
@@ -490,7 +452,7 @@ def test_eval_steps_logs_metrics_of_the_ema_generator_and_writes_them_into_the_c
     assert len({row["eval/fid"] for row in evaluations}) == 3  # the generator changes, the evaluation seed does not
 
     # The logged value is the one an independent evaluation of the exported EMA pipeline gives (seed = --seed).
-    independent = evaluate_saved_pipeline(output / "pipeline", workspace / "images", num_images=10, seed=3)
+    independent = evaluate_saved_pipeline(output / "pipeline", training_workspace / "images", num_images=10, seed=3)
     assert evaluations[-1]["eval/fid"] == pytest.approx(independent["fid"], rel=1e-5)
     assert evaluations[-1]["eval/is"] == pytest.approx(independent["is"], rel=1e-5)
     from huggingface_hub import ModelCard
@@ -501,15 +463,15 @@ def test_eval_steps_logs_metrics_of_the_ema_generator_and_writes_them_into_the_c
     assert "test stand-in network" in card.text
 
     # Resuming drops the log rows the interrupted run wrote after the checkpoint (step 3).
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "5", "--seed", "3",
-                              "--resume_from_checkpoint", str(output / "checkpoint-3"), *EVAL_FLAGS))
+    run_training_in_process(micro_args(output, "--max_train_steps", "5", "--seed", "3",
+                                       "--resume_from_checkpoint", str(output / "checkpoint-3"), *EVAL_FLAGS))
     resumed = read_log(output)
     assert [row["step"] for row in resumed if "loss/generator" in row] == [1, 2, 3, 4, 5]
     assert [row["eval/fid"] for row in resumed if "eval/fid" in row] == pytest.approx(
         [row["eval/fid"] for row in evaluations], rel=1e-6)
 
 
-def test_eval_flag_errors_stop_before_training(workspace, tmp_path, monkeypatch):
+def test_eval_flag_errors_stop_before_training(micro_args, run_training_in_process, tmp_path, monkeypatch):
     monkeypatch.delenv("TRANSGAN_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     cases = [
@@ -522,23 +484,23 @@ def test_eval_flag_errors_stop_before_training(workspace, tmp_path, monkeypatch)
     for extra, message in cases:
         output = tmp_path / "run"
         with pytest.raises(CommandError, match=message):
-            run_in_process(micro_args(workspace, output, "--max_train_steps", "2", *extra))
+            run_training_in_process(micro_args(output, "--max_train_steps", "2", *extra))
         assert not list(output.glob("checkpoint-*")) and not (output / "pipeline").exists()
 
 
-def test_input_errors_are_clear(workspace, tmp_path):
+def test_input_errors_are_clear(micro_args, run_training_in_process, tmp_path):
     with pytest.raises(CommandError, match="fewer than one discriminator batch"):
-        run_in_process(micro_args(workspace, tmp_path / "a", "--train_batch_size", "32", "--gen_batch_size", "32"))
+        run_training_in_process(micro_args(tmp_path / "a", "--train_batch_size", "32", "--gen_batch_size", "32"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CommandError, match="No images found in --train_data_dir"):
-        run_in_process(micro_args(workspace, tmp_path / "b", "--train_data_dir", str(empty)))
+        run_training_in_process(micro_args(tmp_path / "b", "--train_data_dir", str(empty)))
     with pytest.raises(CommandError, match="not a finished checkpoint folder"):
-        run_in_process(micro_args(workspace, tmp_path / "c", "--resume_from_checkpoint", "checkpoint-9"))
+        run_training_in_process(micro_args(tmp_path / "c", "--resume_from_checkpoint", "checkpoint-9"))
 
 
-def test_resume_refuses_settings_that_change_the_data_order(workspace, reference_run, tmp_path):
+def test_resume_refuses_settings_that_change_the_data_order(reference_run):
     with pytest.raises(CommandError, match="--train_batch_size 4 -> 8"):
-        train.check_resume_settings(reference_run / "checkpoint-6",
-                                    {**json.loads((reference_run / "checkpoint-6" / train.ARGS_FILE).read_text()),
-                                     "train_batch_size": 8})
+        check_resume_settings(reference_run / "checkpoint-6",
+                              {**json.loads((reference_run / "checkpoint-6" / ARGS_FILE).read_text()),
+                               "train_batch_size": 8})

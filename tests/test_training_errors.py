@@ -15,43 +15,29 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from helpers import SUBPROCESS_ENV, TRAIN_SCRIPT, assert_same_weights
 from PIL import Image
-from test_training import (
-    SUBPROCESS_ENV,
-    TRAIN_SCRIPT,
-    assert_same_weights,
-    make_workspace,
-    micro_args,
-    run_in_process,
-    train,
-)
 
 from transgan_hf import TransGANPipeline
 from transgan_hf.cli import CommandError
-from transgan_hf.ema import ema_beta
-from transgan_hf.losses import gradient_penalty_weight
+from transgan_hf.training.args import build_parser, parse_args
+from transgan_hf.training.checkpointing import ARGS_FILE, list_checkpoints
+from transgan_hf.training.ema import ema_beta
+from transgan_hf.training.loop import cli_main
+from transgan_hf.training.losses import gradient_penalty_weight
+from transgan_hf.training.reporting import SampleWriter, TrainingLog
+from transgan_hf.training.trainer import GANTrainer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Two-thread OpenMP kernels crawl on a shared 2-core machine; the micro models do not need them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("training"))
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     """`python training/train.py ARGV` in this process: the exit code and stderr."""
+    from accelerate.state import AcceleratorState, GradientState
+
     monkeypatch.setattr(sys, "argv", ["train.py", *argv])
     try:
-        code = train.cli_main()
+        code = cli_main()
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -69,7 +55,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def test_every_numeric_flag_has_a_range_checking_type():
     """A plain `type=int`/`type=float` would accept negative or NaN values; each number goes through `number`."""
-    numeric = [action for action in train.build_parser()._actions if action.type is not None]
+    numeric = [action for action in build_parser()._actions if action.type is not None]
     assert {action.dest for action in numeric} >= {"learning_rate", "seed", "adam_beta1", "max_grad_norm", "ema_decay"}
     assert not [action.dest for action in numeric if action.type in (int, float)]
 
@@ -111,15 +97,15 @@ def test_every_numeric_flag_has_a_range_checking_type():
 ])
 def test_out_of_range_flags_are_refused_at_parse_time(flags, message):
     with pytest.raises(CommandError) as caught:
-        train.parse_args(flags)
+        parse_args(flags)
     assert str(caught.value).startswith(message)
 
 
 def test_parsed_values_are_normalised():
-    args = train.parse_args(["--diffaug_policy", " Translation , color ", "--max_grad_norm", "0", "--report_to",
+    args = parse_args(["--diffaug_policy", " Translation , color ", "--max_grad_norm", "0", "--report_to",
                              "none"])
     assert (args.diffaug_policy, args.max_grad_norm, args.report_to) == ("translation,color", 0.0, None)
-    assert train.parse_args(["--ema_decay", "0"]).ema_decay == 0.0  # no averaging: a legal choice
+    assert parse_args(["--ema_decay", "0"]).ema_decay == 0.0  # no averaging: a legal choice
 
 
 def test_max_grad_norm_zero_turns_clipping_off_but_still_measures_the_norm():
@@ -127,8 +113,8 @@ def test_max_grad_norm_zero_turns_clipping_off_but_still_measures_the_norm():
         model = torch.nn.Linear(2, 1)
         model.weight.grad, model.bias.grad = torch.full((1, 2), 3.0), torch.full((1,), 4.0)
         stub = SimpleNamespace(accelerator=SimpleNamespace(unscale_gradients=lambda optimizer: None),
-                               args=SimpleNamespace(max_grad_norm=max_grad_norm))
-        norm = train.GANTrainer._clip(stub, model, optimizer=None)
+                               recipe=SimpleNamespace(max_grad_norm=max_grad_norm))
+        norm = GANTrainer._clip(stub, model, optimizer=None)
         return norm, torch.cat([model.weight.grad.flatten(), model.bias.grad])
 
     norm, gradients = clipped(0.0)
@@ -164,58 +150,59 @@ def listing(folder: Path) -> dict[str, int]:
     return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in sorted(folder.rglob("*"))}
 
 
-def test_an_earlier_run_is_refused_unless_resumed_or_overwritten(workspace, tmp_path, monkeypatch, capsys):
+def test_an_earlier_run_is_refused_unless_resumed_or_overwritten(micro_args, run_training_in_process, tmp_path,
+                                                                 monkeypatch, capsys):
     output = tmp_path / "run"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "1"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "2", "--checkpointing_steps", "1"))
     (output / "notes.txt").write_text("the user's own file")
     before = listing(output)
 
-    code, stderr = cli(micro_args(workspace, output, "--max_train_steps", "2"), monkeypatch, capsys)
+    code, stderr = cli(micro_args(output, "--max_train_steps", "2"), monkeypatch, capsys)
     assert code == 2 and len(error_lines(stderr)) == 1
     assert "holds a previous run (checkpoint-1, checkpoint-2, pipeline, samples, ...)" in stderr
     assert "--resume_from_checkpoint latest" in stderr and "--overwrite_output_dir" in stderr
     assert listing(output) == before  # nothing written, nothing deleted
 
-    result = run_in_process(micro_args(workspace, output, "--max_train_steps", "1", "--overwrite_output_dir",
-                                       "--seed", "5"))
+    result = run_training_in_process(micro_args(output, "--max_train_steps", "1", "--overwrite_output_dir",
+                                                "--seed", "5"))
     assert result.step == 1
-    assert [p.name for _, p in train.list_checkpoints(output)] == ["checkpoint-1"]  # the old checkpoint-2 is gone
+    assert [p.name for _, p in list_checkpoints(output)] == ["checkpoint-1"]  # the old checkpoint-2 is gone
     assert sorted(p.name for p in (output / "samples").iterdir()) == ["step_000001.png"]
     assert [row["step"] for row in read_log(output)] == [1]
     assert (output / "notes.txt").read_text() == "the user's own file"
     assert "| seed | 5 |" in (output / "pipeline" / "README.md").read_text()
 
 
-def test_output_dir_that_is_a_file_is_refused(workspace, tmp_path, monkeypatch, capsys):
+def test_output_dir_that_is_a_file_is_refused(micro_args, tmp_path, monkeypatch, capsys):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    code, stderr = cli(micro_args(workspace, not_a_folder), monkeypatch, capsys)
+    code, stderr = cli(micro_args(not_a_folder), monkeypatch, capsys)
     assert (code, error_lines(stderr)) == (2, [f"error: argument --output_dir: '{not_a_folder}' is a file; pass a "
                                                "folder."])
-    code, stderr = cli(micro_args(workspace, not_a_folder / "run"), monkeypatch, capsys)
+    code, stderr = cli(micro_args(not_a_folder / "run"), monkeypatch, capsys)
     assert code == 2 and "cannot be created" in stderr
 
 
-def test_leftovers_of_interrupted_saves_are_removed_at_start(workspace, tmp_path):
+def test_leftovers_of_interrupted_saves_are_removed_at_start(micro_args, run_training_in_process, tmp_path):
     output = tmp_path / "run"
     for folder in (".pipeline.staging.x1", ".pipeline.old.x2", "checkpoint-7.tmp", "checkpoint-3.old"):
         (output / folder).mkdir(parents=True)
     (output / "samples").mkdir()
     (output / "samples" / ".step_000001.png.x3.tmp").write_bytes(b"half a png")
     with pytest.raises(CommandError, match="holds a previous run"):  # unfinished checkpoints belong to a run
-        run_in_process(micro_args(workspace, output, "--max_train_steps", "1"))
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "1", "--resume_from_checkpoint", "latest"))
+        run_training_in_process(micro_args(output, "--max_train_steps", "1"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "1", "--resume_from_checkpoint", "latest"))
     assert sorted(path.name for path in output.iterdir()) == ["checkpoint-1", "pipeline", "samples",
                                                                "training_log.jsonl"]
     assert sorted(path.name for path in (output / "samples").iterdir()) == ["step_000001.png"]
 
 
-def test_saved_files_get_the_umask_permissions(workspace, tmp_path):
+def test_saved_files_get_the_umask_permissions(micro_args, run_training_in_process, tmp_path):
     old_mask = os.umask(0o027)
     try:
         output = tmp_path / "run"
-        run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "1"))
-        run_in_process(micro_args(workspace, output, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
+        run_training_in_process(micro_args(output, "--max_train_steps", "2", "--checkpointing_steps", "1"))
+        run_training_in_process(micro_args(output, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
     finally:
         os.umask(old_mask)
     paths = [output / "checkpoint-3", *(output / "checkpoint-3").rglob("*"), output / "samples" / "step_000003.png",
@@ -230,16 +217,17 @@ def test_saved_files_get_the_umask_permissions(workspace, tmp_path):
 
 
 def read_log(output: Path) -> list[dict]:
-    return [json.loads(line) for line in (output / train.TrainingLog.FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (output / TrainingLog.FILE).read_text().splitlines()]
 
 
-def test_resuming_another_architecture_names_what_differs(workspace, tmp_path, monkeypatch, capsys):
+def test_resuming_another_architecture_names_what_differs(training_workspace, micro_args, run_training_in_process,
+                                                          tmp_path, monkeypatch, capsys):
     output = tmp_path / "run"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
-    wider = json.loads((workspace / "generator.json").read_text()) | {"hidden_size": 128}
+    run_training_in_process(micro_args(output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    wider = json.loads((training_workspace / "generator.json").read_text()) | {"hidden_size": 128}
     (tmp_path / "wider.json").write_text(json.dumps(wider))
     before = listing(output)
-    argv = micro_args(workspace, output, "--max_train_steps", "4", "--resume_from_checkpoint", "latest",
+    argv = micro_args(output, "--max_train_steps", "4", "--resume_from_checkpoint", "latest",
                       "--generator_config", str(tmp_path / "wider.json"))
     code, stderr = cli(argv, monkeypatch, capsys)
     assert code == 2 and len(error_lines(stderr)) == 1
@@ -248,28 +236,29 @@ def test_resuming_another_architecture_names_what_differs(workspace, tmp_path, m
     assert listing(output) == before
 
 
-def test_damaged_checkpoints_give_one_error_line(workspace, tmp_path, monkeypatch, capsys):
+def test_damaged_checkpoints_give_one_error_line(training_workspace, micro_args, run_training_in_process, tmp_path,
+                                                 monkeypatch, capsys):
     output = tmp_path / "run"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "1"))
-    resume = micro_args(workspace, output, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
+    run_training_in_process(micro_args(output, "--max_train_steps", "1"))
+    resume = micro_args(output, "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
     state_file = output / "checkpoint-1" / "training_state_0.pt"
     state_file.write_bytes(state_file.read_bytes()[:100])  # truncated
     code, stderr = cli(resume, monkeypatch, capsys)
     assert code == 2 and error_lines(stderr) and "cannot read the checkpoint" in stderr
-    (output / "checkpoint-1" / train.ARGS_FILE).write_text('{"seed": 0')  # torn
+    (output / "checkpoint-1" / ARGS_FILE).write_text('{"seed": 0')  # torn
     code, stderr = cli(resume, monkeypatch, capsys)
     assert code == 2 and "is not a readable checkpoint of this training script" in stderr
-    code, stderr = cli(micro_args(workspace, output, "--resume_from_checkpoint", str(workspace)), monkeypatch, capsys)
+    code, stderr = cli(micro_args(output, "--resume_from_checkpoint", str(training_workspace)), monkeypatch, capsys)
     assert code == 2 and "is not a readable checkpoint" in stderr
     assert "Traceback" not in stderr
 
 
-def test_a_torn_last_log_row_is_dropped_on_resume(workspace, tmp_path, caplog):
+def test_a_torn_last_log_row_is_dropped_on_resume(micro_args, run_training_in_process, tmp_path, caplog):
     output = tmp_path / "run"
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
-    with (output / train.TrainingLog.FILE).open("a") as log:
+    run_training_in_process(micro_args(output, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+    with (output / TrainingLog.FILE).open("a") as log:
         log.write('{"step": 3, "loss/discrim')  # killed while writing step 3's row
-    run_in_process(micro_args(workspace, output, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
+    run_training_in_process(micro_args(output, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
     assert [row["step"] for row in read_log(output)] == [1, 2, 3]
     assert "dropped 1 unreadable row(s)" in caplog.text
 
@@ -286,7 +275,8 @@ class FailingHook:
         raise RuntimeError("the metric network ran out of memory")
 
 
-def test_a_failing_final_grid_and_evaluation_keep_the_saved_run(workspace, tmp_path, monkeypatch, capsys):
+def test_a_failing_final_grid_and_evaluation_keep_the_saved_run(micro_args, run_training_in_process, tmp_path,
+                                                                monkeypatch, capsys):
     """The issue's lost run: the final sample grid was refused by the memory pre-check after training. The final
     checkpoint and the pipeline are written before it, and its failure is only a warning."""
 
@@ -295,8 +285,8 @@ def test_a_failing_final_grid_and_evaluation_keep_the_saved_run(workspace, tmp_p
 
     monkeypatch.setattr(TransGANPipeline, "__call__", refuse)
     output = tmp_path / "run"
-    result = run_in_process(micro_args(workspace, output, "--max_train_steps", "2"),
-                            evaluation_hooks=[FailingHook()])
+    result = run_training_in_process(micro_args(output, "--max_train_steps", "2"),
+                                     evaluation_hooks=[FailingHook()])
     assert (result.step, result.samples_image) == (2, None)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2
@@ -309,7 +299,8 @@ def test_a_failing_final_grid_and_evaluation_keep_the_saved_run(workspace, tmp_p
     assert not (output / "pipeline" / "samples.png").exists()
 
 
-def test_sample_grids_are_generated_in_batches_that_do_not_change_the_grid(workspace, tmp_path, monkeypatch):
+def test_sample_grids_are_generated_in_batches_that_do_not_change_the_grid(micro_args, run_training_in_process,
+                                                                           tmp_path, monkeypatch):
     calls = []
     original = TransGANPipeline.__call__
 
@@ -319,7 +310,7 @@ def test_sample_grids_are_generated_in_batches_that_do_not_change_the_grid(works
 
     monkeypatch.setattr(TransGANPipeline, "__call__", recording)
     output = tmp_path / "run"
-    result = run_in_process(micro_args(workspace, output, "--max_train_steps", "1", "--num_sample_images", "16"))
+    result = run_training_in_process(micro_args(output, "--max_train_steps", "1", "--num_sample_images", "16"))
     assert calls == [4, 4, 4, 4]  # the generator's training batch (--gen_batch_size 4), not all 16 at once
     assert Image.open(result.samples_image).size == (64, 64)
 
@@ -329,7 +320,7 @@ def test_sample_grids_are_generated_in_batches_that_do_not_change_the_grid(works
     grids = []
     for batch_size in (16, 3):
         folder = tmp_path / f"batch{batch_size}"
-        writer = train.SampleWriter(stub, pipeline, folder, num_images=16, seed=0, batch_size=batch_size)
+        writer = SampleWriter(stub, pipeline, folder, num_images=16, seed=0, batch_size=batch_size)
         grids.append(np.asarray(Image.open(writer(1)), dtype=np.int16))
     assert np.abs(grids[0] - grids[1]).max() <= 1  # the same images, up to batched round-off
 
@@ -339,21 +330,21 @@ def test_sample_grids_are_generated_in_batches_that_do_not_change_the_grid(works
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_a_folder_without_images_is_one_error_line(workspace, tmp_path, monkeypatch, capsys):
+def test_a_folder_without_images_is_one_error_line(micro_args, tmp_path, monkeypatch, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     output = tmp_path / "run"
-    code, stderr = cli(micro_args(workspace, output, "--train_data_dir", str(empty)), monkeypatch, capsys)
+    code, stderr = cli(micro_args(output, "--train_data_dir", str(empty)), monkeypatch, capsys)
     assert code == 2 and len(error_lines(stderr)) == 1 and "No images found in --train_data_dir" in stderr
     assert not output.exists()  # refused before anything was written
 
 
-def test_two_processes_print_an_error_once(workspace, tmp_path):
+def test_two_processes_print_an_error_once(micro_args, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT),
-               *micro_args(workspace, tmp_path / "run", "--train_data_dir", str(empty))]
+               *micro_args(tmp_path / "run", "--train_data_dir", str(empty))]
     finished = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert finished.returncode != 0
     assert len(error_lines(finished.stderr)) == 1, finished.stderr[-4000:]

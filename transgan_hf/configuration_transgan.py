@@ -2,10 +2,11 @@
 
 Every architectural switch of the official TransGAN v2 code (VITA-Group/TransGAN, `models_search/`) is a field
 here, so the four official generator/discriminator pairs are just presets (`from_preset`). A configuration is checked
-completely when it is made, before any module is built: unknown fields, values of the wrong type, invalid
-combinations and sizes beyond the limits below fail with a `ValueError` that names the field and the fix. A saved
-`config.json` must list every architecture field (a missing one would silently become a default); loading a bad one
-fails with an `OSError` that names the file.
+completely when it is made, before any module is built: unknown fields, values of the wrong type or out of their
+bounds (`field_types`, `field_ranges`, `field_choices`), invalid combinations (`validate_architecture`) and sizes
+beyond the limits below fail with a `ValueError` that names the field and the fix. A saved `config.json` must list
+every architecture field (a missing one would silently become a default); loading a bad one fails with an `OSError`
+that names the file.
 
 Size limits (generous: the official models are far below them; they stop a typo from allocating until the process
 dies): `MAX_PARAMETERS` in all; per field `MAX_WIDTH` (widths, latent size, channels, heads, latent tokens),
@@ -151,10 +152,15 @@ class _TransGANConfigMixin:
 
     field_types: dict[str, Any] = {}
     """Every architecture field and its type; a saved configuration lists them all."""
+    field_ranges: dict[str, tuple[float, float]] = {}
+    """Bounds of numeric fields (of every entry of a list field), checked in this order."""
+    field_choices: dict[str, tuple[str, ...]] = {}
+    """Valid values of string fields (of every entry of a list field), checked after the bounds."""
     _presets: dict[str, dict[str, Any]] = {}
 
     def _set_fields(self, arguments: dict[str, Any], extra: dict[str, Any]) -> None:
-        """Set the fields from `__init__`'s arguments after checking their types; refuse unknown keywords."""
+        """Set the fields from `__init__`'s arguments after checking their types and bounds; refuse unknown
+        keywords."""
         unknown = [key for key in extra if key not in GENERIC_CONFIG_KEYS and not key.startswith("_")]
         if unknown:
             hints = [f"{key!r} (did you mean {match[0]!r}?)" if (match := difflib.get_close_matches(
@@ -164,6 +170,12 @@ class _TransGANConfigMixin:
             )
         for name, kind in self.field_types.items():
             setattr(self, name, _checked_value(name, arguments[name], kind))
+        for name, (low, high) in self.field_ranges.items():
+            _check_range(name, getattr(self, name), low, high)
+        for name, choices in self.field_choices.items():
+            value = getattr(self, name)
+            for entry in value if isinstance(value, list) else [value]:
+                _check_choice(name, entry, choices)
 
     @classmethod
     def available_presets(cls) -> list[str]:
@@ -257,6 +269,13 @@ class TransGANGeneratorConfig(_TransGANConfigMixin, PretrainedConfig):
         "norm_type": str, "hidden_act": str, "mlp_ratio": float, "num_attention_heads": int, "out_channels": int,
         "layer_norm_eps": float, "initializer_range": float,
     }
+    field_ranges = {
+        **dict.fromkeys(("latent_dim", "hidden_size", "num_attention_heads", "out_channels", "num_latent_tokens"),
+                        (1, MAX_WIDTH)),
+        "bottom_width": (1, MAX_IMAGE_SIZE), "image_size": (1, MAX_IMAGE_SIZE), "mlp_ratio": (1e-3, MAX_MLP_RATIO),
+        "layer_norm_eps": (0, 1), "initializer_range": (0, 1e3), "depths": (0, MAX_BLOCKS),
+    }
+    field_choices = {"norm_type": NORM_TYPES, "hidden_act": ACTIVATIONS, "upsample_types": UPSAMPLE_TYPES}
 
     def __init__(
         self,
@@ -283,7 +302,7 @@ class TransGANGeneratorConfig(_TransGANConfigMixin, PretrainedConfig):
     ) -> None:
         self._set_fields(locals(), kwargs)
         super().__init__(**kwargs)
-        self._validate()
+        self.validate_architecture()
 
     @property
     def stage_dims(self) -> list[int]:
@@ -311,24 +330,13 @@ class TransGANGeneratorConfig(_TransGANConfigMixin, PretrainedConfig):
             count += grid * grid * dim + depth * _block_parameters(self, dim, bias_window, latent_token_dim)
         return count
 
-    def _validate(self) -> None:
-        for name in ("latent_dim", "hidden_size", "num_attention_heads", "out_channels", "num_latent_tokens"):
-            _check_range(name, getattr(self, name), 1, MAX_WIDTH)
-        _check_range("bottom_width", self.bottom_width, 1, MAX_IMAGE_SIZE)
-        _check_range("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
-        _check_range("mlp_ratio", self.mlp_ratio, 1e-3, MAX_MLP_RATIO)
-        _check_range("layer_norm_eps", self.layer_norm_eps, 0, 1)
-        _check_range("initializer_range", self.initializer_range, 0, 1e3)
-        _check_choice("norm_type", self.norm_type, NORM_TYPES)
-        _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
+    def validate_architecture(self) -> None:
+        """Checks that span several fields (each field's own bounds are checked when it is set)."""
         if not 1 <= len(self.depths) <= MAX_STAGES:
             raise ValueError(f"`depths` needs 1 to {MAX_STAGES} stages, got {len(self.depths)}.")
-        _check_range("depths", self.depths, 0, MAX_BLOCKS)
         num_stages = len(self.depths)
         _check_length("upsample_types", self.upsample_types, num_stages - 1, "one per transition between stages")
         _check_length("window_sizes", self.window_sizes, num_stages, "one per stage")
-        for kind in self.upsample_types:
-            _check_choice("upsample_types", kind, UPSAMPLE_TYPES)
         producible = self.bottom_width * 2 ** (num_stages - 1)
         if self.image_size != producible:
             raise ValueError(
@@ -388,6 +396,13 @@ class TransGANDiscriminatorConfig(_TransGANConfigMixin, PretrainedConfig):
         "hidden_act": str, "mlp_ratio": float, "num_attention_heads": int, "layer_norm_eps": float,
         "initializer_range": float,
     }
+    field_ranges = {
+        **dict.fromkeys(("in_channels", "hidden_size", "num_attention_heads"), (1, MAX_WIDTH)),
+        "image_size": (1, MAX_IMAGE_SIZE), "mlp_ratio": (1e-3, MAX_MLP_RATIO), "layer_norm_eps": (0, 1),
+        "initializer_range": (0, 1e3), "patch_embed_dims": (1, MAX_WIDTH), "depths": (0, MAX_BLOCKS),
+        "global_depths": (0, MAX_BLOCKS),
+    }
+    field_choices = {"norm_type": NORM_TYPES, "hidden_act": ACTIVATIONS, "cls_token_position": CLS_TOKEN_POSITIONS}
 
     def __init__(
         self,
@@ -413,7 +428,7 @@ class TransGANDiscriminatorConfig(_TransGANConfigMixin, PretrainedConfig):
     ) -> None:
         self._set_fields(locals(), kwargs)
         super().__init__(**kwargs)
-        self._validate()
+        self.validate_architecture()
 
     @property
     def scale_dims(self) -> list[int]:
@@ -446,26 +461,15 @@ class TransGANDiscriminatorConfig(_TransGANConfigMixin, PretrainedConfig):
             count += self.global_depths[k] * _block_parameters(self, dim, full)
         return count
 
-    def _validate(self) -> None:
-        for name in ("in_channels", "hidden_size", "num_attention_heads"):
-            _check_range(name, getattr(self, name), 1, MAX_WIDTH)
-        _check_range("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+    def validate_architecture(self) -> None:
+        """Checks that span several fields (each field's own bounds are checked when it is set)."""
         _check_range("patch_size", self.patch_size, 1, self.image_size)
-        _check_range("mlp_ratio", self.mlp_ratio, 1e-3, MAX_MLP_RATIO)
-        _check_range("layer_norm_eps", self.layer_norm_eps, 0, 1)
-        _check_range("initializer_range", self.initializer_range, 0, 1e3)
-        _check_choice("norm_type", self.norm_type, NORM_TYPES)
-        _check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
-        _check_choice("cls_token_position", self.cls_token_position, CLS_TOKEN_POSITIONS)
         num_scales = len(self.patch_embed_dims)
         if not 1 <= num_scales <= MAX_STAGES:
             raise ValueError(f"`patch_embed_dims` needs 1 to {MAX_STAGES} scales, got {self.patch_embed_dims}.")
-        _check_range("patch_embed_dims", self.patch_embed_dims, 1, MAX_WIDTH)
         _check_length("depths", self.depths, num_scales, "one per scale of `patch_embed_dims`")
         _check_length("window_sizes", self.window_sizes, num_scales, "one per scale of `patch_embed_dims`")
         _check_length("global_depths", self.global_depths, num_scales, "one per scale of `patch_embed_dims`")
-        _check_range("depths", self.depths, 0, MAX_BLOCKS)
-        _check_range("global_depths", self.global_depths, 0, MAX_BLOCKS)
         if sum(self.patch_embed_dims) != self.hidden_size:
             raise ValueError(
                 f"`hidden_size`={self.hidden_size} must equal the sum of `patch_embed_dims` {self.patch_embed_dims} "

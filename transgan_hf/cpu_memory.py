@@ -10,6 +10,9 @@ freed memory to the system makes the second case the normal one (what jemalloc o
 Process-wide, so only the entry points call it (`training/train.py`, `transgan generate`), never the library on
 import. The peak resident memory of a training step stays the same (the heap's high-water mark is the same peak); the
 process no longer gives memory back after that peak, which suits a training or generation job, not a long-lived server.
+
+`freed_heap_bytes` tells how much of that kept memory is free for reuse (the pipeline counts it as available). This
+module imports only the standard library: it is part of the pipeline's remote code.
 """
 
 from __future__ import annotations
@@ -35,3 +38,18 @@ def reuse_freed_cpu_memory() -> bool:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def freed_heap_bytes() -> int:
+    """Bytes freed into glibc's heap and kept there for reuse (`mallinfo2().fordblks`); 0 with another C library."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError, TypeError):
+        return 0
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)

@@ -36,6 +36,16 @@ METRICS_START = "<!-- transgan-metrics:start -->"
 METRICS_END = "<!-- transgan-metrics:end -->"
 METRIC_REQUIRED = {"name": str, "type": str, "value": (int, float), "dataset": str}
 METRIC_OPTIONAL = {"protocol": str, "num_images": int, "split": str}
+METRIC_DISPLAY_NAMES = {
+    "fid": "FID",
+    "kid": "KID",
+    "inception_score": "Inception Score",
+    "fdd_mnist": "Fréchet Digit Distance (MNIST classifier, not FID)",
+    "kdd_mnist": "Kernel Digit Distance (MNIST classifier, not KID)",
+    "digit_is_mnist": "Digit Inception Score (MNIST classifier)",
+    "digit_confidence_mnist": "Digit classifier confidence",
+}
+"""Names shown in the card for the metric keys of `transgan_hf.metrics.evaluate_generator`."""
 
 
 def make_model_card(
@@ -47,6 +57,7 @@ def make_model_card(
     repo_id: str | None = None,
     converted_from_official: bool = False,
     samples_image: str | None = None,
+    remote_code: bool = False,
 ) -> ModelCard:
     """The model card of `pipeline`.
 
@@ -60,6 +71,8 @@ def make_model_card(
         repo_id: Hub id used in the usage snippets and as the model name.
         converted_from_official: the weights come from an official TransGAN checkpoint.
         samples_image: path, relative to the pipeline folder, of a sample grid to show.
+        remote_code: the folder holds the pipeline code for diffusers alone (`save_pretrained(remote_code=True)`),
+            so the card shows how to load it without this package.
     """
     if not isinstance(license, str) or not license:
         raise ValueError(f"`license` must be a Hub licence id such as 'apache-2.0' or 'mit', got {license!r}.")
@@ -104,6 +117,7 @@ def make_model_card(
         training=training,
         metrics_section=metrics_section(metrics),
         license_text=license_text,
+        remote_code=remote_code,
     )
 
 
@@ -132,6 +146,26 @@ def update_model_card_metrics(folder: str | os.PathLike, metrics: Sequence[Mappi
     with atomic_write(path) as temporary:  # a crash keeps the old card; the new one gets the umask's permissions
         card.save(temporary)
 
+
+def model_card_entries(report: Mapping[str, Any], dataset: str, split: str | None = None) -> list[dict[str, Any]]:
+    """Model-card metrics (`update_model_card_metrics`, `make_model_card(metrics=...)`) of an evaluation report as
+    `transgan evaluate` and training's `--eval_steps` write it: one entry per value, standard deviations left out."""
+    entries = []
+    for name, value in report["metrics"].items():
+        if name.endswith("_std"):
+            continue
+        entry = {
+            "name": METRIC_DISPLAY_NAMES.get(name, name),
+            "type": name,
+            "value": float(value),
+            "dataset": dataset,
+            "protocol": f"{report['protocol']}; seed {report['seed']}; {report['weights']['kind']} weights",
+            "num_images": int(report["num_images"]),
+        }
+        if split:
+            entry["split"] = split
+        entries.append(entry)
+    return entries
 
 def normalize_metrics(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Check metric entries (required and optional keys, finite value) and return them as plain dicts."""

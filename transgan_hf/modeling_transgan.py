@@ -1,94 +1,38 @@
 """TransGAN generator and discriminator (Jiang, Chang & Wang, NeurIPS 2021) as `transformers` models.
 
-Read top to bottom: token-level building blocks (norms, MLP, attention, window partition), the transformer block,
-the generator, the discriminator. Feature maps are token sequences `(batch, height * width, channels)` in row-major
-order, as in the official code, so official checkpoints map onto these modules one to one
-(`transgan_hf.convert_official`).
+Read top to bottom: token-level helpers (norms, activations, windows, noise), the layers (MLP, attentions, the
+transformer block), the parts of the generator (upsampling, stages) and of the discriminator (scales), then the models.
+Feature maps are token sequences `(batch, height * width, channels)` in row-major order, as in the official code, so
+official checkpoints map onto these modules one to one (`transgan_hf.convert_official`). The attention kernels live in
+`attention.py`; a model runs the one its `config._attn_implementation` names.
 
-This file imports only `torch`, `safetensors` and `transformers` (plus its sibling configuration file) so that it can
-be copied next to a Hub checkpoint as remote code.
+This file imports only `torch`, `safetensors` and `transformers` (plus its sibling configuration and attention files)
+so that it can be copied next to a Hub checkpoint as remote code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
 import math
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
+from .attention import ATTENTION_FUNCTIONS, attention_function
 from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
+from .model_loading import CheckedLoadingMixin
 
-WEIGHTS_NAME = "model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-"""Weight files that only `torch.load` reads, which unpickles; they are never loaded."""
-
-
-@dataclass(frozen=True)
-class BatchNoiseRows:
-    """Rows `rows` of the token noise that `generator` draws for a whole batch of `batch_size` samples.
-
-    Lets a seeded batch run in several forward passes (the pipeline splits batches that do not fit in memory): every
-    pass starts from the same generator state, draws each noise tensor for the whole batch, as one pass would, and
-    keeps its own rows, so the images do not depend on how the batch was split.
-    """
-
-    generator: torch.Generator
-    batch_size: int
-    rows: slice
-
-    def draw(self, batch_size: int, num_tokens: int) -> torch.Tensor:
-        """This pass's rows of a `(self.batch_size, num_tokens, 1)` standard-normal draw."""
-        if len(range(self.batch_size)[self.rows]) != batch_size:
-            raise ValueError(f"Got noise for rows {self.rows} of {self.batch_size} for a batch of {batch_size}.")
-        noise = torch.randn((self.batch_size, num_tokens, 1), generator=self.generator, device=self.generator.device)
-        return noise[self.rows]
-
-
-NoiseGenerator = torch.Generator | list[torch.Generator] | BatchNoiseRows | None
+TransGANConfig = TransGANGeneratorConfig | TransGANDiscriminatorConfig
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TransGANGeneratorOutput(ModelOutput):
-    """Output of [`TransGANGenerator`].
-
-    Args:
-        images: `(batch, channels, height, width)` raw generator output, nominally in [-1, 1] (no tanh, no clamp).
-    """
-
-    images: torch.FloatTensor | None = None
-
-
-@dataclass
-class TransGANDiscriminatorOutput(ModelOutput):
-    """Output of [`TransGANDiscriminator`].
-
-    Args:
-        logits: `(batch, 1)` unbounded critic scores.
-    """
-
-    logits: torch.FloatTensor | None = None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Token-level building blocks
+# Token-level helpers
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -141,51 +85,6 @@ def build_activation(name: str) -> nn.Module:
     return nn.SiLU()
 
 
-class TransGANMLP(nn.Module):
-    def __init__(self, dim: int, mlp_ratio: float, hidden_act: str) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = build_activation(hidden_act)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(hidden_states)))
-
-
-@functools.cache
-def relative_position_index(window_size: int, device: torch.device) -> torch.Tensor:
-    """Swin index `(dy + W - 1) * (2W - 1) + (dx + W - 1)` of every query/key pair of a `W x W` window (row-major).
-
-    Computed once per window size and device and shared by all layers; never stored in checkpoints (the official
-    code saves these int64 tables in every block, up to 162 MB per model).
-    """
-    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")).flatten(1)
-    delta = coords[:, :, None] - coords[:, None, :] + (window_size - 1)
-    return (delta[0] * (2 * window_size - 1) + delta[1]).to(device)
-
-
-def draw_token_noise(
-    batch_size: int, num_tokens: int, generator: NoiseGenerator, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """One standard-normal value per token, `(batch, tokens, 1)`.
-
-    With a list of generators, sample i is drawn from `generator[i]` alone, so an image does not depend on the other
-    images of its batch. With `BatchNoiseRows`, the rows of the whole batch's draw.
-    """
-    if hasattr(generator, "draw"):  # BatchNoiseRows, by attribute: remote-code copies of it are other class objects
-        return generator.draw(batch_size, num_tokens).to(device=device, dtype=dtype)
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
-        draws = [torch.randn((1, num_tokens, 1), generator=g, device=g.device) for g in generator]
-        return torch.cat(draws).to(device=device, dtype=dtype)
-    if generator is not None:
-        noise = torch.randn((batch_size, num_tokens, 1), generator=generator, device=generator.device)
-        return noise.to(device=device, dtype=dtype)
-    return torch.randn((batch_size, num_tokens, 1), device=device, dtype=dtype)
-
-
 def window_partition(hidden_states: torch.Tensor, grid_size: int, window_size: int) -> torch.Tensor:
     """`(B, G*G, C)` row-major grid -> `(B * (G/w)^2, w*w, C)` non-overlapping windows, in the official order."""
     batch, _, channels = hidden_states.shape
@@ -212,88 +111,102 @@ def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.flatten(2).transpose(1, 2)
 
 
-class AttentionWithBiasGradient(torch.autograd.Function):
-    """Attention `softmax(q k^T / sqrt(d) + bias) v` on the CPU whose additive `bias` needs a gradient.
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Swin index `(dy + W - 1) * (2W - 1) + (dx + W - 1)` of every query/key pair of a `W x W` window (row-major)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")).flatten(1)
+    delta = coords[:, :, None] - coords[:, None, :] + (window_size - 1)
+    return delta[0] * (2 * window_size - 1) + delta[1]
 
-    `scaled_dot_product_attention` falls back to its unfused math path for a mask that requires grad: it stores every
-    `tokens x tokens` attention map (in fp32 for bf16 inputs) and runs a generic softmax backward, the largest cost of
-    a CPU generator step. Here the forward is SDPA's fused CPU kernel (which also returns the row log-sum-exp) and the
-    backward recomputes the maps a few samples at a time, small enough to stay in cache, to get the gradients of
-    q, k, v and the batch-summed bias in one pass. Not differentiable twice: models that need a double backward (the
-    discriminator under a gradient penalty) keep SDPA. On CUDA, SDPA's memory-efficient kernel already does this.
+
+@dataclass(frozen=True)
+class BatchNoiseRows:
+    """Rows `rows` of the token noise that `generator` draws for a whole batch of `batch_size` samples.
+
+    Lets a seeded batch run in several forward passes (the pipeline splits batches that do not fit in memory): every
+    pass starts from the same generator state, draws each noise tensor for the whole batch, as one pass would, and
+    keeps its own rows, so the images do not depend on how the batch was split.
     """
 
-    # Attention-map elements recomputed at once in the backward (fp32: 4 MiB): a 32x32 grid's 1,024 x 1,024 map one
-    # sample at a time, 16x16 grids or windows 16 samples at a time. Fewer, larger products matter when idle OpenMP
-    # threads sleep between kernels (training's OMP_WAIT_POLICY=PASSIVE).
-    chunk_elements = 2**20
+    generator: torch.Generator
+    batch_size: int
+    rows: slice
 
-    @staticmethod
-    def forward(ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        fused_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-        output, logsumexp = fused_attention(query, key, value, attn_mask=bias)
-        ctx.save_for_backward(query, key, value, bias, output, logsumexp)
-        return output
+    def draw(self, batch_size: int, num_tokens: int) -> torch.Tensor:
+        """This pass's rows of a `(self.batch_size, num_tokens, 1)` standard-normal draw."""
+        if len(range(self.batch_size)[self.rows]) != batch_size:
+            raise ValueError(f"Got noise for rows {self.rows} of {self.batch_size} for a batch of {batch_size}.")
+        noise = torch.randn((self.batch_size, num_tokens, 1), generator=self.generator, device=self.generator.device)
+        return noise[self.rows]
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
-        query, key, value, bias, output, logsumexp = ctx.saved_tensors
-        batch, heads, tokens, head_dim = query.shape
-        scale = head_dim**-0.5
-        grad_out = grad_output.float()
-        # Softmax backward: dS = P * (dO v^T - rowsum(dO * O)). One extra column on each operand folds the row terms
-        # into the products: [q * scale, -lse] [k, 1]^T + bias = log P, and [dO, -rowsum] [v, 1]^T = dP - rowsum.
-        query_scaled, key_float = query.float() * scale, key.float()
-        query_ext = torch.cat([query_scaled, -logsumexp.float().unsqueeze(-1)], dim=-1)
-        key_ext = F.pad(key_float, (0, 1), value=1.0)
-        grad_out_ext = torch.cat([grad_out, -(grad_out * output.float()).sum(-1, keepdim=True)], dim=-1)
-        value_ext = F.pad(value.float(), (0, 1), value=1.0)
-        key_scaled = key_float * scale
-        grad_query, grad_key, grad_value = torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
-        grad_bias = torch.zeros(bias.shape[1:], dtype=torch.float32, device=bias.device)
-        step = max(1, AttentionWithBiasGradient.chunk_elements // (tokens * tokens))
-        for head in range(heads):  # one head's maps for a few samples at a time, in fp32: the products are small,
-            head_bias = bias[0, head].float()  # the maps' memory traffic is not
-            for start in range(0, batch, step):
-                rows = slice(start, start + step)
-                probs = torch.baddbmm(head_bias, query_ext[rows, head], key_ext[rows, head].transpose(-1, -2)).exp_()
-                grad_value[rows, head] = torch.bmm(probs.transpose(-1, -2), grad_out[rows, head])
-                grad_scores = probs.mul_(torch.bmm(grad_out_ext[rows, head], value_ext[rows, head].transpose(-1, -2)))
-                grad_bias[head] += grad_scores.sum(0) if grad_scores.shape[0] > 1 else grad_scores[0]
-                grad_query[rows, head] = torch.bmm(grad_scores, key_scaled[rows, head])
-                grad_key[rows, head] = torch.bmm(grad_scores.transpose(-1, -2), query_scaled[rows, head])
-        return grad_query, grad_key, grad_value, grad_bias.unsqueeze(0).to(bias.dtype)
+
+NoiseGenerator = torch.Generator | list[torch.Generator] | BatchNoiseRows | None
+
+
+def draw_token_noise(
+    batch_size: int, num_tokens: int, generator: NoiseGenerator, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """One standard-normal value per token, `(batch, tokens, 1)`.
+
+    With a list of generators, sample i is drawn from `generator[i]` alone, so an image does not depend on the other
+    images of its batch. With `BatchNoiseRows`, the rows of the whole batch's draw.
+    """
+    if hasattr(generator, "draw"):  # BatchNoiseRows, by attribute: remote-code copies of it are other class objects
+        return generator.draw(batch_size, num_tokens).to(device=device, dtype=dtype)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per sample.")
+        draws = [torch.randn((1, num_tokens, 1), generator=g, device=g.device) for g in generator]
+        return torch.cat(draws).to(device=device, dtype=dtype)
+    if generator is not None:
+        noise = torch.randn((batch_size, num_tokens, 1), generator=generator, device=generator.device)
+        return noise.to(device=device, dtype=dtype)
+    return torch.randn((batch_size, num_tokens, 1), device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TransGANMLP(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float, hidden_act: str) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = build_activation(hidden_act)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
 
 
 class TransGANSelfAttention(nn.Module):
-    """Multi-head self-attention through `scaled_dot_product_attention`, with the learned relative-position bias
-    passed as an additive mask and optional per-token noise added to the input (learned strength, zero-initialised).
+    """Multi-head self-attention with the learned relative-position bias as an additive mask, and optional per-token
+    noise added to the input (learned strength, zero-initialised), run by the kernel of `config._attn_implementation`.
 
     `bias_window` is the side of the square window the bias table covers (the attention window, or the whole grid
-    for global attention); 0 disables the bias. `differentiable_twice=False` lets a CPU training step use
-    `AttentionWithBiasGradient` (faster, far less memory) instead of SDPA's math path.
+    for global attention); 0 disables the bias. The table's index is a non-persistent buffer, as in Swin: never stored
+    in checkpoints, recomputed by `_init_weights` when a model is loaded.
     """
 
-    def __init__(
-        self, dim: int, num_heads: int, bias_window: int, noise_injection: bool, differentiable_twice: bool = True
-    ) -> None:
+    def __init__(self, config: TransGANConfig, dim: int, bias_window: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.config = config
+        self.num_heads = config.num_attention_heads
         self.bias_window = bias_window
-        self.differentiable_twice = differentiable_twice
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
         if bias_window:
-            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * bias_window - 1) ** 2, num_heads))
-        self.noise_strength = nn.Parameter(torch.zeros(())) if noise_injection else None
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * bias_window - 1) ** 2, self.num_heads))
+            self.register_buffer("relative_position_index", relative_position_index(bias_window), persistent=False)
+        self.noise_strength = nn.Parameter(torch.zeros(())) if config.noise_injection else None
 
     def relative_position_bias(self) -> torch.Tensor:
         """`(1, heads, W*W, W*W)` additive attention bias, contiguous (one head's map after the other)."""
-        index = relative_position_index(self.bias_window, self.relative_position_bias_table.device)
-        # index_select along the offsets of the (heads, offsets) view, not `table[index]`: its backward (index_add_) is
-        # 2-6x faster on a CPU than the accumulating index_put_ of advanced indexing, and deterministic (1M pairs onto
-        # 3,969 offsets at the 32x32 stage); the result needs no permute, so the kernels get a contiguous mask.
+        index = self.relative_position_index
+        # index_select along the offsets of the (heads, offsets) view rather than `table[index]`: its backward
+        # (index_add_) is faster on a CPU than advanced indexing's accumulating index_put_, and deterministic; the
+        # result needs no permute, so the kernels get a contiguous mask.
         bias = self.relative_position_bias_table.t().index_select(1, index.view(-1))
         return bias.view(1, self.num_heads, index.shape[0], index.shape[1])
 
@@ -303,17 +216,14 @@ class TransGANSelfAttention(nn.Module):
         batch, tokens, channels = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, channels // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        mask = None
+        bias = None
         if self.bias_window:
-            mask = self.relative_position_bias().to(query.dtype)
-            if mask.shape[-1] != tokens:
+            bias = self.relative_position_bias().to(query.dtype)
+            if bias.shape[-1] != tokens:
                 raise ValueError(
-                    f"The relative-position bias covers {mask.shape[-1]} tokens but the sequence has {tokens}."
+                    f"The relative-position bias covers {bias.shape[-1]} tokens but the sequence has {tokens}."
                 )
-        if mask is not None and mask.requires_grad and query.device.type == "cpu" and not self.differentiable_twice:
-            attended = AttentionWithBiasGradient.apply(query, key, value, mask)
-        else:
-            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        attended = attention_function(self.config._attn_implementation)(query, key, value, bias)
         return self.proj(attended.transpose(1, 2).reshape(batch, tokens, channels))
 
 
@@ -325,9 +235,10 @@ class TransGANLatentCrossAttention(nn.Module):
     unused so that parameter counts and checkpoints match.
     """
 
-    def __init__(self, dim: int, latent_token_dim: int, num_heads: int) -> None:
+    def __init__(self, config: TransGANGeneratorConfig, dim: int, latent_token_dim: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.config = config
+        self.num_heads = config.num_attention_heads
         self.q = nn.Linear(dim, dim, bias=False)
         self.k = nn.Linear(latent_token_dim, dim, bias=False)
         self.v = nn.Linear(latent_token_dim, dim, bias=False)
@@ -340,7 +251,7 @@ class TransGANLatentCrossAttention(nn.Module):
         query = self.q(hidden_states).view(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
         key = self.k(latent_tokens).view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
         value = self.v(latent_tokens).view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(query, key, value)
+        attended = attention_function(self.config._attn_implementation)(query, key, value)
         return self.proj(attended.transpose(1, 2).reshape(batch, tokens, channels))
 
 
@@ -350,33 +261,30 @@ class TransGANBlock(GradientCheckpointingLayer):
     Self-attention is global (`window_size=0`) or runs in non-overlapping windows; norms, noise and the MLP act per
     token, so they run on the un-partitioned sequence. An optional latent cross-attention comes first. With
     `residual_gain != 1` (discriminator without norm) skip and branches are scaled, as in the official `DisBlock`.
-    `differentiable_twice`: see `TransGANSelfAttention` (the generator never needs a double backward).
     """
 
     def __init__(
         self,
-        config: TransGANGeneratorConfig | TransGANDiscriminatorConfig,
+        config: TransGANConfig,
         dim: int,
         grid_size: int,
         window_size: int = 0,
         use_relative_position_bias: bool = True,
         latent_token_dim: int | None = None,
         residual_gain: float = 1.0,
-        differentiable_twice: bool = True,
     ) -> None:
         super().__init__()
         self.grid_size = grid_size
         self.window_size = window_size if window_size and window_size != grid_size else 0
         self.residual_gain = residual_gain
+        self.noise_injection = config.noise_injection
         if latent_token_dim is not None:
-            self.cross_attention = TransGANLatentCrossAttention(dim, latent_token_dim, config.num_attention_heads)
+            self.cross_attention = TransGANLatentCrossAttention(config, dim, latent_token_dim)
         else:
             self.cross_attention = None
         self.norm1 = build_norm(config.norm_type, dim, config.layer_norm_eps)
         bias_window = (window_size or grid_size) if use_relative_position_bias else 0
-        self.attention = TransGANSelfAttention(
-            dim, config.num_attention_heads, bias_window, config.noise_injection, differentiable_twice
-        )
+        self.attention = TransGANSelfAttention(config, dim, bias_window)
         self.norm2 = build_norm(config.norm_type, dim, config.layer_norm_eps)
         self.mlp = TransGANMLP(dim, config.mlp_ratio, config.hidden_act)
 
@@ -404,8 +312,25 @@ class TransGANBlock(GradientCheckpointingLayer):
         return (hidden_states + self.mlp(self.norm2(hidden_states))) * gain
 
 
+def run_blocks(
+    blocks: Iterable[TransGANBlock],
+    hidden_states: torch.Tensor,
+    noise_generator: NoiseGenerator,
+    latent_tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`blocks` in turn, each with fresh per-token noise when the model injects noise. The noise is drawn here, outside
+    the blocks, so that gradient checkpointing recomputes a block with the noise its forward saw."""
+    for block in blocks:
+        noise = None
+        if block.noise_injection:
+            batch, tokens = hidden_states.shape[:2]
+            noise = draw_token_noise(batch, tokens, noise_generator, hidden_states.device, hidden_states.dtype)
+        hidden_states = block(hidden_states, noise, latent_tokens)
+    return hidden_states
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# Generator
+# Generator and discriminator parts
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -433,11 +358,13 @@ class TransGANUpsample(nn.Module):
 
 
 class TransGANGeneratorStage(nn.Module):
+    """One resolution of the generator: upsampling from the previous stage (none for the first), position embedding,
+    `depths[index]` blocks."""
+
     def __init__(self, config: TransGANGeneratorConfig, index: int) -> None:
         super().__init__()
         dim = config.stage_dims[index]
         grid = config.stage_grid_sizes[index]
-        self.grid_size = grid
         self.upsample = TransGANUpsample(config.upsample_types[index - 1], grid // 2) if index > 0 else None
         self.position_embedding = nn.Parameter(torch.zeros(1, grid * grid, dim))
         latent_token_dim = config.hidden_size if config.latent_cross_attention else None
@@ -449,138 +376,113 @@ class TransGANGeneratorStage(nn.Module):
                 window_size=config.window_sizes[index],
                 use_relative_position_bias=config.use_relative_position_bias,
                 latent_token_dim=latent_token_dim,
-                differentiable_twice=False,
             )
             for _ in range(config.depths[index])
         )
 
-
-def first_names(names: Iterable[str], limit: int = 5) -> str:
-    names = sorted(names)
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def check_model_folder(name_or_path: str | os.PathLike | None, subfolder: str = "") -> str:
-    """The weights file of a model to load, for messages; for a local folder, an `OSError` that says what to do when
-    its `config.json` or safetensors weights are missing (or only pickle weights are there)."""
-    if name_or_path is None:
-        return "the given state_dict"
-    folder = Path(name_or_path) / subfolder
-    if not folder.is_dir():
-        return repr(f"{os.fspath(name_or_path)}/{subfolder + '/' if subfolder else ''}{WEIGHTS_NAME}")
-    if not (folder / "config.json").is_file():
-        raise OSError(f"{str(folder / 'config.json')!r} is missing, so {str(folder)!r} is not a complete saved model; "
-                      "save it again with save_pretrained (or download it again).")
-    if (folder / WEIGHTS_NAME).is_file() or (folder / f"{WEIGHTS_NAME}.index.json").is_file():
-        return repr(str(folder / WEIGHTS_NAME))
-    pickles = [path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES]
-    if pickles:
-        raise OSError(
-            f"{str(folder)!r} holds only pickle weights ({first_names(pickles)}), which are never loaded: unpickling "
-            "a file can run any code. Convert them to model.safetensors where you trust the file (load it there and "
-            "save the model with save_pretrained; `transgan convert` for official TransGAN checkpoints)."
-        )
-    raise OSError(f"{str(folder / WEIGHTS_NAME)!r} is missing, so {str(folder)!r} is not a complete saved model; save "
-                  "it again with save_pretrained (or download it again).")
+    def forward(
+        self, hidden_states: torch.Tensor, noise_generator: NoiseGenerator, latent_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.upsample is not None:
+            hidden_states = self.upsample(hidden_states)
+        hidden_states = hidden_states + self.position_embedding
+        return run_blocks(self.blocks, hidden_states, noise_generator, latent_tokens)
 
 
-def check_loaded_tensors(model: PreTrainedModel, loading_info: dict, weights: str) -> None:
-    """Refuse a load with missing, unexpected, misshapen or non-finite tensors (`OSError` naming the first ones)."""
-    problems = [
-        f"{len(names)} tensor(s) {what} ({first_names(names)})"
-        for what, names in (
-            ("missing from the file", loading_info["missing_keys"]),
-            ("in the file but not in the model", loading_info["unexpected_keys"]),
-            ("of the wrong shape", [key[0] for key in loading_info["mismatched_keys"]]),
-        )
-        if names
-    ]
-    if problems:
-        raise OSError(
-            f"{weights} does not match the {type(model).__name__} its config.json describes: {'; '.join(problems)}. "
-            "The file is incomplete or belongs to another model; save or download the model again."
-        )
-    non_finite = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()
-                  and tensor.device.type != "meta" and not torch.isfinite(tensor).all()]
-    if non_finite:
-        dtype = "" if model.dtype == torch.float32 else f" once loaded as {model.dtype}"
-        raise OSError(
-            f"{weights} holds NaN or infinite values{dtype} in {len(non_finite)} tensor(s) "
-            f"({first_names(non_finite)}); such a model samples blank images. The training run diverged or the file is "
-            "corrupt: use an earlier checkpoint, or save or download the model again."
+class TransGANDiscriminatorScale(nn.Module):
+    """Scale `index` of the discriminator: a patch embedding of the image, concatenated channel-wise with the 2x
+    average-pooled tokens of the previous scale, position embedding, then `depths[index]` (windowed) and
+    `global_depths[index]` global blocks."""
+
+    def __init__(self, config: TransGANDiscriminatorConfig, index: int) -> None:
+        super().__init__()
+        dim = config.scale_dims[index]
+        grid = config.scale_grid_sizes[index]
+        self.grid_size = grid
+        if index == 0 and config.overlapping_first_patch:
+            p = config.patch_size
+            self.patch_embedding = nn.Conv2d(config.in_channels, config.patch_embed_dims[0], 2 * p, p, padding=p // 2)
+        else:
+            patch = config.patch_size * 2**index
+            self.patch_embedding = nn.Conv2d(config.in_channels, config.patch_embed_dims[index], patch, patch)
+        with_cls = config.cls_token_position == "input"
+        self.position_embedding = nn.Parameter(torch.zeros(1, grid * grid + int(with_cls), dim))
+        gain = math.sqrt(0.5) if config.norm_type == "none" else 1.0
+        windows = [config.window_sizes[index]] * config.depths[index] + [0] * config.global_depths[index]
+        self.blocks = nn.ModuleList(
+            TransGANBlock(config, dim, grid, w, config.use_relative_position_bias, residual_gain=gain) for w in windows
         )
 
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        previous_tokens: torch.Tensor | None,
+        noise_generator: NoiseGenerator,
+        cls_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`previous_tokens`: the output of the previous scale (None for the first); `cls_token`: prepended to the
+        input (`cls_token_position="input"`)."""
+        hidden_states = map_to_tokens(self.patch_embedding(pixel_values))
+        if previous_tokens is not None:  # the previous scale's grid is twice as wide
+            pooled = F.avg_pool2d(tokens_to_map(previous_tokens, 2 * self.grid_size), 2)
+            hidden_states = torch.cat([map_to_tokens(pooled), hidden_states], dim=-1)
+        if cls_token is not None:
+            hidden_states = torch.cat([cls_token.expand(hidden_states.shape[0], -1, -1), hidden_states], dim=1)
+        hidden_states = hidden_states + self.position_embedding
+        return run_blocks(self.blocks, hidden_states, noise_generator)
 
-class _DropLoadReport(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in str(record.msg)
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def load_report_dropped() -> Iterator[None]:
-    """Drop the multi-line key table that `transformers` logs for a mismatched checkpoint (`check_loaded_tensors`
-    turns the same facts into one error line)."""
-    logger, report_filter = logging.getLogger("transformers.modeling_utils"), _DropLoadReport()
-    logger.addFilter(report_filter)
-    try:
-        yield
-    finally:
-        logger.removeFilter(report_filter)
+@dataclass
+class TransGANGeneratorOutput(ModelOutput):
+    """Output of [`TransGANGenerator`].
+
+    Args:
+        images: `(batch, channels, height, width)` raw generator output, nominally in [-1, 1] (no tanh, no clamp).
+    """
+
+    images: torch.FloatTensor | None = None
 
 
-class TransGANPreTrainedModel(PreTrainedModel):
+@dataclass
+class TransGANDiscriminatorOutput(ModelOutput):
+    """Output of [`TransGANDiscriminator`].
+
+    Args:
+        logits: `(batch, 1)` unbounded critic scores.
+    """
+
+    logits: torch.FloatTensor | None = None
+
+
+class TransGANPreTrainedModel(CheckedLoadingMixin, PreTrainedModel):
     """Weight initialisation of the official code, plus the `transformers` plumbing shared by G and D."""
 
     supports_gradient_checkpointing = True
     official_linear_init = "trunc_normal"
     _no_split_modules = ["TransGANBlock"]
     input_modalities = ("image",)
+    default_attn_implementation: str
+    """The entry of `ATTENTION_FUNCTIONS` that the model runs unless `attn_implementation` names another."""
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained` that refuses, with an `OSError` naming the file and the first tensors
-        concerned, what `transformers` would load silently wrong or let fail deep inside.
+    def _can_set_attn_implementation(cls) -> bool:
+        return True  # every attention reads `config._attn_implementation`; transformers would search the source
 
-        Only safetensors weights are read (pickle files such as `pytorch_model.bin` are never unpickled); every tensor
-        of the model must come from the file with its shape (`transformers` would randomly initialise a missing one,
-        so two loads of one folder would sample different images), no tensor may be left over, and all must be
-        finite (NaN weights sample black images). A missing `config.json` or weights file, or a truncated one, is
-        named too.
-
-        CPU weights are then copied out of the memory-mapped safetensors file: memory-mapped tensors are not 64-byte
-        aligned, which makes the CPU kernels round differently from the model that was saved; owned, aligned copies
-        make a save/load round trip bit-identical (and release the file).
-        """
-        if kwargs.get("use_safetensors") is False:
-            raise ValueError("TransGAN models load safetensors weights only (a pickle file is never unpickled); drop "
-                             "`use_safetensors=False`.")
-        return_loading_info = kwargs.pop("output_loading_info", False)
-        weights = check_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
-        kwargs.update(use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True)
-        try:
-            with load_report_dropped():  # the error below says the same in one line
-                model, loading_info = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except SafetensorError as error:
-            raise OSError(f"{weights} is not a readable safetensors file ({error}); it is truncated or corrupt: "
-                          "download or save the model again.") from None
-        check_loaded_tensors(model, loading_info, weights)
-        with torch.no_grad():
-            for tensor in (*model.parameters(), *model.buffers()):
-                if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
-                    tensor.data = tensor.data.clone()
-        return (model, loading_info) if return_loading_info else model
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`; the weight files then get the umask's permissions (safetensors writes
-        them `0600`, unreadable for other users and containers)."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        try:
-            from . import atomic_files
-        except ImportError:  # remote code without the transgan_hf package: the files keep safetensors' permissions
-            return result
-        for path in Path(save_directory).glob("*.safetensors"):
-            atomic_files.apply_umask_permissions(path)
-        return result
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """The entry of `ATTENTION_FUNCTIONS` to run: the one asked for, else this model's `default_attn_implementation`
+        (also for `"eager"`, which `transformers` used to set on these models while they ran their defaults)."""
+        if requested_attention in (None, "eager"):
+            return self.default_attn_implementation
+        if requested_attention not in ATTENTION_FUNCTIONS:
+            choices = ", ".join(map(repr, ATTENTION_FUNCTIONS))
+            raise ValueError(f"`attn_implementation`={requested_attention!r} is not supported by "
+                             f"{type(self).__name__}; valid choices are {choices}.")
+        return requested_attention
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -612,6 +514,8 @@ class TransGANPreTrainedModel(PreTrainedModel):
         elif isinstance(module, TransGANSelfAttention):
             if module.bias_window:
                 init.trunc_normal_(module.relative_position_bias_table, std=std)
+                # `from_pretrained` builds the model on the meta device and leaves non-persistent buffers empty
+                init.copy_(module.relative_position_index, relative_position_index(module.bias_window))
             if module.noise_strength is not None:
                 init.zeros_(module.noise_strength)
         elif isinstance(module, TransGANLatentCrossAttention):
@@ -645,6 +549,8 @@ class TransGANGenerator(TransGANPreTrainedModel):
     main_input_name = "latents"
     # The official generators never apply their `_init_weights`: Linear layers keep PyTorch's default init.
     official_linear_init = "pytorch_default"
+    # The generator is never differentiated twice, so a CPU training step may use the faster bias-gradient kernel.
+    default_attn_implementation = "cpu_bias_gradient"
 
     def __init__(self, config: TransGANGeneratorConfig) -> None:
         super().__init__(config)
@@ -678,8 +584,7 @@ class TransGANGenerator(TransGANPreTrainedModel):
         if latents.dim() != 2 or latents.shape[1] != config.latent_dim:
             raise ValueError(f"`latents` must have shape (batch, {config.latent_dim}), got {tuple(latents.shape)}.")
         return_dict = return_dict if return_dict is not None else config.return_dict
-        dtype = self.latent_proj.weight.dtype
-        latents = latents.to(dtype)
+        latents = latents.to(self.latent_proj.weight.dtype)
         if config.latent_norm:
             latents = latents / latents.norm(dim=-1, keepdim=True) * math.sqrt(config.latent_dim)
         batch = latents.shape[0]
@@ -689,46 +594,11 @@ class TransGANGenerator(TransGANPreTrainedModel):
             latent_tokens = self.latent_embedding(latents).view(batch, config.num_latent_tokens, config.hidden_size)
             latent_tokens = latent_tokens + self.latent_position_embedding
         for stage in self.stages:
-            if stage.upsample is not None:
-                hidden_states = stage.upsample(hidden_states)
-            hidden_states = hidden_states + stage.position_embedding
-            for block in stage.blocks:
-                noise = None
-                if config.noise_injection:
-                    noise = draw_token_noise(
-                        batch, hidden_states.shape[1], noise_generator, hidden_states.device, hidden_states.dtype
-                    )
-                hidden_states = block(hidden_states, noise, latent_tokens)
-        images = self.to_rgb(tokens_to_map(hidden_states, self.stages[-1].grid_size))
+            hidden_states = stage(hidden_states, noise_generator, latent_tokens)
+        images = self.to_rgb(tokens_to_map(hidden_states, config.image_size))
         if not return_dict:
             return (images,)
         return TransGANGeneratorOutput(images=images)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Discriminator
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class TransGANDiscriminatorScale(nn.Module):
-    def __init__(self, config: TransGANDiscriminatorConfig, index: int) -> None:
-        super().__init__()
-        dim = config.scale_dims[index]
-        grid = config.scale_grid_sizes[index]
-        self.grid_size = grid
-        if index == 0 and config.overlapping_first_patch:
-            p = config.patch_size
-            self.patch_embedding = nn.Conv2d(config.in_channels, config.patch_embed_dims[0], 2 * p, p, padding=p // 2)
-        else:
-            patch = config.patch_size * 2**index
-            self.patch_embedding = nn.Conv2d(config.in_channels, config.patch_embed_dims[index], patch, patch)
-        with_cls = config.cls_token_position == "input"
-        self.position_embedding = nn.Parameter(torch.zeros(1, grid * grid + int(with_cls), dim))
-        gain = math.sqrt(0.5) if config.norm_type == "none" else 1.0
-        windows = [config.window_sizes[index]] * config.depths[index] + [0] * config.global_depths[index]
-        self.blocks = nn.ModuleList(
-            TransGANBlock(config, dim, grid, w, config.use_relative_position_bias, residual_gain=gain) for w in windows
-        )
 
 
 class TransGANDiscriminator(TransGANPreTrainedModel):
@@ -741,6 +611,8 @@ class TransGANDiscriminator(TransGANPreTrainedModel):
     config: TransGANDiscriminatorConfig
     base_model_prefix = "transgan_discriminator"
     main_input_name = "pixel_values"
+    # The gradient penalty differentiates the discriminator twice, which only SDPA supports.
+    default_attn_implementation = "sdpa"
 
     def __init__(self, config: TransGANDiscriminatorConfig) -> None:
         super().__init__(config)
@@ -757,17 +629,6 @@ class TransGANDiscriminator(TransGANPreTrainedModel):
         self.head = nn.Linear(config.hidden_size, 1)
         self.gradient_checkpointing = False
         self.post_init()
-
-    def _run_blocks(self, blocks, hidden_states: torch.Tensor, noise_generator: NoiseGenerator) -> torch.Tensor:
-        for block in blocks:
-            noise = None
-            if self.config.noise_injection:
-                noise = draw_token_noise(
-                    hidden_states.shape[0], hidden_states.shape[1], noise_generator, hidden_states.device,
-                    hidden_states.dtype,
-                )
-            hidden_states = block(hidden_states, noise)
-        return hidden_states
 
     def forward(
         self,
@@ -788,22 +649,13 @@ class TransGANDiscriminator(TransGANPreTrainedModel):
                              f"got {tuple(pixel_values.shape)}.")
         return_dict = return_dict if return_dict is not None else config.return_dict
         pixel_values = pixel_values.to(self.head.weight.dtype)
-        batch = pixel_values.shape[0]
+        input_cls_token = self.cls_token if self.last_block is None else None
         hidden_states = None
-        for index, scale in enumerate(self.scales):
-            patches = map_to_tokens(scale.patch_embedding(pixel_values))
-            if hidden_states is None:
-                hidden_states = patches
-            else:
-                pooled = F.avg_pool2d(tokens_to_map(hidden_states, self.scales[index - 1].grid_size), 2)
-                hidden_states = torch.cat([map_to_tokens(pooled), patches], dim=-1)
-            if self.last_block is None:
-                hidden_states = torch.cat([self.cls_token.expand(batch, -1, -1), hidden_states], dim=1)
-            hidden_states = hidden_states + scale.position_embedding
-            hidden_states = self._run_blocks(scale.blocks, hidden_states, noise_generator)
+        for scale in self.scales:
+            hidden_states = scale(pixel_values, hidden_states, noise_generator, input_cls_token)
         if self.last_block is not None:
-            hidden_states = torch.cat([self.cls_token.expand(batch, -1, -1), hidden_states], dim=1)
-            hidden_states = self._run_blocks([self.last_block], hidden_states, noise_generator)
+            hidden_states = torch.cat([self.cls_token.expand(pixel_values.shape[0], -1, -1), hidden_states], dim=1)
+            hidden_states = run_blocks([self.last_block], hidden_states, noise_generator)
         logits = self.head(self.norm(hidden_states)[:, 0])
         if not return_dict:
             return (logits,)

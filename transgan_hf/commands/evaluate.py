@@ -29,16 +29,6 @@ The Inception network needs pt_inception-2015-12-05-6726825d.pth (--inception_we
 or the torch hub cache); nothing is downloaded. The JSON result goes to stdout (and to --output).
 """
 
-METRIC_DISPLAY_NAMES = {
-    "fid": "FID",
-    "kid": "KID",
-    "inception_score": "Inception Score",
-    "fdd_mnist": "Fréchet Digit Distance (MNIST classifier, not FID)",
-    "kdd_mnist": "Kernel Digit Distance (MNIST classifier, not KID)",
-    "digit_is_mnist": "Digit Inception Score (MNIST classifier)",
-    "digit_confidence_mnist": "Digit classifier confidence",
-}
-
 
 def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared with `transgan stats`: which feature network, its weights, the device and batch size."""
@@ -94,8 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hub import resolve_pipeline_folder
     from ..metrics import METRICS, evaluate_generator, load_statistics
-    from ..pipeline_transgan import TransGANPipeline, resolve_pipeline_folder
+    from ..pipeline_transgan import TransGANPipeline
 
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
     unknown = sorted(set(metrics) - set(METRICS))
@@ -158,33 +149,13 @@ def run(args: argparse.Namespace) -> int:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(args.output, text + "\n")
     if args.update_model_card:
-        from ..model_card import update_model_card_metrics
+        from ..model_card import model_card_entries, update_model_card_metrics
 
         try:
             update_model_card_metrics(args.model, model_card_entries(report, args.dataset, args.dataset_split))
         except (OSError, ValueError) as error:
             raise CommandError(f"cannot update the model card: {error}") from None
     return 0
-
-
-def model_card_entries(report: dict, dataset: str, split: str | None = None) -> list[dict]:
-    """One model-card metric per reported value (standard deviations are left out)."""
-    entries = []
-    for name, value in report["metrics"].items():
-        if name.endswith("_std"):
-            continue
-        entry = {
-            "name": METRIC_DISPLAY_NAMES.get(name, name),
-            "type": name,
-            "value": float(value),
-            "dataset": dataset,
-            "protocol": f"{report['protocol']}; seed {report['seed']}; {report['weights']['kind']} weights",
-            "num_images": int(report["num_images"]),
-        }
-        if split:
-            entry["split"] = split
-        entries.append(entry)
-    return entries
 
 
 def weights_kind_from_card(folder: Path) -> str:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
-from diffusers.utils import make_image_grid
 from PIL import Image
 
-from ..atomic_files import atomic_write
 from ..cli import CommandError, as_command_error, check_minimums, check_output_path
 from ..cpu_memory import reuse_freed_cpu_memory
+from ..images import image_grid, save_image
 from ..pipeline_transgan import TransGANPipeline, check_truncation
 
 MAX_SEEDS = 1_000_000
@@ -97,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise CommandError(str(error)) from None
         for seed, image in zip(chunk, images):
-            save_image(image, outdir / f"seed{seed:04d}.png")
+            write_image(image, outdir / f"seed{seed:04d}.png")
         if grid_path is not None:
             grid_images.extend(images)
     message = f"Wrote {len(seeds)} image{'s' * (len(seeds) != 1)} to {outdir}"
     if grid_path is not None:
-        save_image(image_grid(grid_images), grid_path)
+        write_image(image_grid(grid_images), grid_path)
         message += f" and the grid {grid_path}"
     print(message)
     return 0
@@ -146,17 +144,7 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def image_grid(images: list[Image.Image]) -> Image.Image:
-    """A near-square grid, row by row; the empty cells of the last row stay black."""
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    padding = [Image.new(images[0].mode, images[0].size)] * (rows * columns - len(images))
-    return make_image_grid(images + padding, rows=rows, cols=columns)
-
-
-def save_image(image: Image.Image, path: Path) -> None:
-    """Write through a temporary file in the same folder, so that an interrupted run leaves no truncated image."""
+def write_image(image: Image.Image, path: Path) -> None:
+    """`transgan_hf.images.save_image` (atomic), a failure being one `error:` line."""
     with as_command_error(f"cannot write {str(path)!r}: "):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as temporary:
-            image.save(temporary, format=Image.registered_extensions()[path.suffix.lower()])
+        save_image(image, path)

@@ -59,6 +59,7 @@ from .inception import (
     resolve_inception_weights,
     tf1_bilinear_resize,
 )
+from .reference import reference_batches
 
 EVALUATE_MODULES = ("fid", "kid", "inception_score")
 
@@ -101,6 +102,7 @@ __all__ = [
     "load_digit_classifier",
     "load_fid_inception",
     "load_statistics",
+    "reference_batches",
     "register_feature_extractor",
     "resolve_inception_weights",
     "save_statistics",

@@ -1,8 +1,8 @@
 """Training recipes: the official per-preset hyper-parameters (../shared/spec/transgan_official.md §2.1) and `tiny`.
 
 `training/train.py --preset stl10` takes every value here from `TRAINING_PRESETS["stl10"]`; each field is also a
-flag of the script (same name) that overrides it. Architectures live in `configuration_transgan.py` under the same
-preset names.
+flag of the script (same name, `args.py`) that overrides it. Architectures live in
+`transgan_hf/configuration_transgan.py` under the same preset names.
 
 Units follow the official scripts:
 - `train_batch_size` / `gen_batch_size` are *global* batches (all processes together) of one discriminator loader
@@ -12,8 +12,8 @@ Units follow the official scripts:
   `n_critic * gradient_accumulation_steps` discriminator loader iterations, i.e. `n_critic` discriminator updates.
   The official 256-px runs stop after `max_iter * n_critic` loader iterations, which is 125 k generator updates with
   their accumulation of 4, hence `max_train_steps=125_000` there.
-- EMA: half-life `ema_kimg` thousand images with warm-up `ema_warmup` (official formula, `transgan_hf.ema`), or a
-  fixed per-step `ema_decay` (256 px).
+- EMA: half-life `ema_kimg` thousand images with warm-up `ema_warmup` (official formula, `ema.py` here), or a fixed
+  per-step `ema_decay` (256 px).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ _OFFICIAL = dict(
     adam_beta1=0.0,
     adam_beta2=0.99,
     adam_epsilon=1e-8,
-    fused_adam=True,  # one kernel per Adam update; the per-tensor loop took 0.86 s of a 1-thread CIFAR-10 G step
+    fused_adam=True,  # one kernel per Adam update instead of one per tensor (benchmarks/README.md)
     max_grad_norm=5.0,
     ema_kimg=500.0,
     ema_warmup=0.0,

@@ -1,0 +1,315 @@
+"""The flags of `training/train.py`: parsing with range checks, the preset's recipe, and the checks across flags.
+
+`parse_args` only reads the command line (and whether the named files exist); `loop.py` turns the result into the
+typed settings of each part. Every error is a `CommandError` naming the flag, printed as one `error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import LoggerType
+
+from ..cli import CommandError, check_output_path
+from ..configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
+from ..data import MNIST_5K
+from ..metrics import METRICS
+from .augment import AUGMENT_POLICIES, parse_policy
+from .losses import LOSS_TYPES, uses_gradient_penalty
+from .presets import TRAINING_PRESETS, TrainingRecipe, get_training_recipe, recipe_fields
+
+DESCRIPTION = "Train TransGAN with Accelerate on a Hugging Face dataset or an image folder."
+
+
+class TrainingArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are `CommandError`s: `cli_main` prints them as one line, once per run (not
+    once per process, and without the usage text, which runs over many lines for this script)."""
+
+    def error(self, message: str):
+        raise CommandError(message)
+
+
+def number(kind: type, low: float, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> Callable[[str], Any]:
+    """An argparse `type`: a finite `kind` (int or float) from `low` to `high` (open ends excluded)."""
+    if high is None:
+        bound = f"{'>' if open_low else '>='} {low}"
+    else:
+        bound = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        inside = (value > low if open_low else value >= low) and (
+            high is None or (value < high if open_high else value <= high))
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+COUNT, NON_NEGATIVE_COUNT = number(int, 1), number(int, 0)
+POSITIVE = number(float, 0, open_low=True)
+FRACTION = number(float, 0, 1, open_high=True)  # [0, 1): Adam betas, EMA decay
+SEED = number(int, 0, 2**32 - 1)  # numpy's legacy seeding (`set_seed`) takes no more
+
+
+def sample_count(text: str) -> int:
+    """An argparse `type`: the images of a square sample grid."""
+    value = number(int, 1, 1024)(text)
+    if math.isqrt(value) ** 2 != value:
+        raise argparse.ArgumentTypeError(f"must be a square (16, 36, 64, ...) for a square grid, got {value}")
+    return value
+
+
+def augment_policy(text: str) -> str:
+    """A DiffAugment policy, checked at parse time (unknown names would otherwise stop the run when it starts)."""
+    try:
+        return ",".join(parse_policy(text)) or "none"
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> TrainingArgumentParser:
+    """The script's flags; every number has a range-checking type (`number`)."""
+    parser = TrainingArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", default="tiny", choices=sorted(TRAINING_PRESETS),
+                       help="architecture and training recipe (default: tiny, the CPU demo on mnist-5k)")
+    model.add_argument("--generator_config", help="generator config (JSON file or folder) replacing the preset's")
+    model.add_argument("--discriminator_config", help="discriminator config (JSON file or folder), likewise")
+    model.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
+    model.add_argument("--compile", action="store_true",
+                       help="torch.compile the generator, and the discriminator when the loss has no gradient penalty "
+                            "(compiled graphs do not support the penalty's double backward)")
+
+    data = parser.add_argument_group("data (defaults from the preset)")
+    data.add_argument("--dataset_name", help="Hub dataset id, a `save_to_disk` folder, or 'mnist-5k'")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--train_data_dir", help="folder of images, read with the `imagefolder` builder")
+    data.add_argument("--image_column")
+    data.add_argument("--cache_dir", help="datasets cache folder")
+    data.add_argument("--resolution", type=COUNT, help="must equal the generator's image size (default: that size)")
+    data.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=None)
+    data.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=None)
+    data.add_argument("--skip_corrupt_images", action="store_true",
+                      help="test-decode every image first and leave unreadable ones out (counted in the log)")
+    data.add_argument("--dataloader_num_workers", type=NON_NEGATIVE_COUNT, default=0)
+
+    recipe = parser.add_argument_group("training recipe (defaults from the preset)")
+    recipe.add_argument("--train_batch_size", type=COUNT, help="global discriminator batch per loader iteration")
+    recipe.add_argument("--gen_batch_size", type=COUNT, help="global generator batch per micro-step")
+    recipe.add_argument("--gradient_accumulation_steps", type=COUNT, help="discriminator micro-batches per update")
+    recipe.add_argument("--gen_gradient_accumulation_steps", type=COUNT, help="generator micro-batches per update")
+    recipe.add_argument("--n_critic", type=COUNT, help="discriminator updates per generator update")
+    recipe.add_argument("--loss", choices=LOSS_TYPES)
+    recipe.add_argument("--phi", type=POSITIVE, help="gradient-penalty target norm (weight 10/phi^2)")
+    recipe.add_argument("--gp_interval", type=COUNT, default=1,
+                        help="lazy regularisation (StyleGAN2): the gradient penalty only on every N-th D update, "
+                             "weighted by N, saving (N-1)/N of its cost. Default 1 = every update (official). Keep "
+                             "N small for WGAN losses: 2 kept the tiny recipe's quality, 4 diverged")
+    recipe.add_argument("--learning_rate", type=POSITIVE)
+    recipe.add_argument("--adam_beta1", type=FRACTION, help="in [0, 1)")
+    recipe.add_argument("--adam_beta2", type=FRACTION, help="in [0, 1)")
+    recipe.add_argument("--adam_epsilon", type=POSITIVE)
+    recipe.add_argument("--fused_adam", action=argparse.BooleanOptionalAction, default=None,
+                        help="Adam's single-kernel update (CPU and GPU; not bitwise equal to the per-tensor loop)")
+    recipe.add_argument("--max_grad_norm", type=number(float, 0),
+                        help="gradient-norm clipping of both networks; 0 turns clipping off (norms are still logged)")
+    ema = recipe.add_mutually_exclusive_group()
+    ema.add_argument("--ema_kimg", type=POSITIVE, help="EMA half-life in thousands of discriminator images")
+    ema.add_argument("--ema_decay", type=FRACTION,
+                     help="fixed EMA decay per generator update, in [0, 1) (replaces the preset's half-life)")
+    recipe.add_argument("--ema_warmup", type=number(float, 0, 1), help="EMA warm-up ratio in [0, 1] (0 = none)")
+    recipe.add_argument("--diffaug_policy", type=augment_policy,
+                        help=f"comma-separated DiffAugment policies ({', '.join(AUGMENT_POLICIES)}), or 'none'")
+    length = recipe.add_mutually_exclusive_group()
+    length.add_argument("--max_train_steps", type=COUNT, help="generator updates (the official max_iter)")
+    length.add_argument("--max_train_kimg", type=POSITIVE, help="stop after this many thousand real images instead")
+    recipe.add_argument("--official_d_grad_leak", action="store_true",
+                        help="keep D trainable during the G update, as the official code (see training/README.md)")
+
+    evaluation = parser.add_argument_group("evaluation of the EMA generator during training")
+    evaluation.add_argument("--eval_steps", type=COUNT,
+                            help="evaluate every N steps and after the last one (default: never)")
+    evaluation.add_argument("--eval_num_images", type=number(int, 2), default=10_000,
+                            help="generated images per evaluation, shared by all processes (default: 10000)")
+    evaluation.add_argument("--eval_reference", default="train", metavar="STATS.npz|train",
+                            help="reference statistics (`transgan stats`, or the official fid_stat files), or 'train' "
+                                 "to compute them from the training images at start-up (default: train)")
+    evaluation.add_argument("--eval_feature_extractor",
+                            help="inception (TTUR FID), digits (MNIST classifier: fdd_mnist, ...), or "
+                                 "package.module:factory (default: digits on mnist-5k, else inception)")
+    evaluation.add_argument("--eval_inception_weights", metavar="PATH",
+                            help="FID Inception weights (default: $TRANSGAN_INCEPTION_WEIGHTS, torch hub cache)")
+    evaluation.add_argument("--eval_metrics",
+                            help="comma-separated fid, kid, is, confidence (default: fid,kid,confidence with the "
+                                 "digit network, fid with Inception)")
+    evaluation.add_argument("--eval_batch_size", type=COUNT,
+                            help="images per generator call on each process (default: the generator's training "
+                                 "batch per process, which is known to fit)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", help="default: runs/transgan-<preset>")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder")
+    start.add_argument("--overwrite_output_dir", action="store_true",
+                       help="start over in an --output_dir that holds a previous run: deletes its checkpoint-*, "
+                            "pipeline/, samples/, the logging folder and training_log.jsonl first (other files stay)")
+    run.add_argument("--seed", type=SEED, default=0)
+    run.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no",
+                     help="autocast precision; bf16 is the safe choice for GANs (fp16 shares one loss scaler)")
+    run.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
+    run.add_argument("--cpu_memory_reuse", action=argparse.BooleanOptionalAction, default=True,
+                     help="on a CPU, keep freed memory in the process for reuse instead of returning it to the system "
+                          "after every step (glibc): 10-20%% faster steps, same peak memory (default: on)")
+    run.add_argument("--logging_steps", type=COUNT)
+    run.add_argument("--save_images_steps", type=COUNT)
+    run.add_argument("--num_sample_images", type=sample_count, default=64,
+                     help="images in each sample grid (a square, at most 1024)")
+    run.add_argument("--checkpointing_steps", type=COUNT)
+    run.add_argument("--checkpoints_total_limit", type=COUNT, help="keep at most this many checkpoints")
+    run.add_argument("--report_to", default="tensorboard",
+                     help="comma-separated trackers (tensorboard, wandb, ...: Accelerate's), all, or none")
+    run.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", help="org/name of the Hub model repo")
+    run.add_argument("--hub_token")
+    run.add_argument("--hub_private_repo", action="store_true")
+    run.add_argument("--license", default="apache-2.0", help="licence of the trained weights, for the model card")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags (`CommandError` naming the flag); nothing is read or built yet."""
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return resolve_recipe(args)
+
+
+def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset flags from the preset's recipe and check the flags that depend on each other (single values are
+    range-checked by their argparse types). Errors are `CommandError`s naming the flag, like argparse's."""
+    recipe = get_training_recipe(args.preset)
+    explicit = {name for name in recipe_fields() if getattr(args, name, None) is not None}
+    if args.dataset_name is not None or args.train_data_dir is not None:
+        recipe = recipe.replace(dataset_name=None, image_column=None)
+    for name in recipe_fields():
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(recipe, name))
+    if explicit & {"ema_kimg", "ema_warmup"} and "ema_decay" not in explicit:
+        args.ema_decay = None  # a half-life was asked for: drop the preset's fixed decay
+    if args.ema_decay is None and args.ema_kimg is None:
+        raise CommandError("argument --ema_warmup: the preset has a fixed EMA decay; give the half-life --ema_kimg "
+                           "with it")
+    if args.gp_interval > 1 and not uses_gradient_penalty(args.loss):
+        raise CommandError(f"argument --gp_interval: spaces out the gradient penalty, which --loss {args.loss} does "
+                           "not have; drop the flag or choose a loss with a penalty (wgangp, wgangp-eps)")
+    if args.max_train_kimg is not None:
+        images_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
+        args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / images_per_step)
+    resolve_evaluation_args(args)
+    if args.push_to_hub and not args.hub_model_id:
+        raise CommandError("argument --push_to_hub: needs --hub_model_id org/name")
+    if args.output_dir is None:
+        args.output_dir = os.path.join("runs", f"transgan-{args.preset}")
+    for name in ("output_dir", "cache_dir", "logging_dir"):
+        path = getattr(args, name) if name != "logging_dir" else os.path.join(args.output_dir, args.logging_dir)
+        if path:
+            check_output_path(path, f"argument --{name}:", folder=True)
+    trackers = [name.strip() for name in args.report_to.split(",") if name.strip() not in ("", "none")]
+    available = [str(tracker) for tracker in get_available_trackers()]
+    for name in trackers:
+        if name != "all" and name not in available:
+            known = name in LoggerType.list()
+            raise CommandError(f"argument --report_to: {name!r} is "
+                               + (f"not installed (pip install {name})" if known else "not a tracker")
+                               + f"; choose from {', '.join(['none', 'all', *available])}")
+    args.report_to = trackers or None
+    return args
+
+
+def resolve_evaluation_args(args: argparse.Namespace) -> None:
+    """Defaults and checks of the --eval_* flags (the feature network itself is loaded at start-up)."""
+    if args.eval_feature_extractor is None:
+        args.eval_feature_extractor = "digits" if args.dataset_name == MNIST_5K else "inception"
+    if args.eval_metrics is None:
+        args.eval_metrics = "fid,kid,confidence" if args.eval_feature_extractor == "digits" else "fid"
+    args.eval_metrics = [name.strip() for name in args.eval_metrics.split(",") if name.strip()]
+    if args.eval_steps is None:
+        return
+    unknown = sorted(set(args.eval_metrics) - set(METRICS))
+    if not args.eval_metrics or unknown:
+        raise CommandError(f"argument --eval_metrics: unknown {unknown or 'empty list'}; choose from "
+                           f"{', '.join(METRICS)}")
+    if args.eval_reference != "train" and not os.path.isfile(args.eval_reference):
+        raise CommandError(f"argument --eval_reference: {args.eval_reference!r} is not a file; give an .npz from "
+                           "`transgan stats`, or 'train' to use the training images")
+    if "kid" in args.eval_metrics and args.eval_num_images < 1000:
+        raise CommandError("argument --eval_num_images: KID uses subsets of 1000 images; raise it to >= 1000 or drop "
+                           "kid from --eval_metrics")
+
+
+def load_model_configs(args: argparse.Namespace) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:
+    """The preset's architectures, or the configs given with --generator_config / --discriminator_config; sets
+    --resolution to their image size when it is not given."""
+
+    def load(config_class, path: str | None, flag: str):
+        if path is None:
+            return config_class.from_preset(args.preset)
+        try:
+            if os.path.isdir(path):
+                return config_class.from_pretrained(path)
+            return config_class.from_json_file(path)
+        except (OSError, ValueError) as error:
+            raise CommandError(f"argument --{flag}: cannot read {path!r}: {error}") from None
+
+    generator_config = load(TransGANGeneratorConfig, args.generator_config, "generator_config")
+    discriminator_config = load(TransGANDiscriminatorConfig, args.discriminator_config, "discriminator_config")
+    size = generator_config.image_size
+    if discriminator_config.image_size != size:
+        raise CommandError(f"The generator makes {size}x{size} images but the discriminator expects "
+                           f"{discriminator_config.image_size} px ones; use matching configs.")
+    if args.resolution is None:
+        args.resolution = size
+    elif args.resolution != size:
+        others = ", ".join(f"{name} ({TransGANGeneratorConfig.from_preset(name).image_size} px)"
+                           for name in TransGANGeneratorConfig.available_presets())
+        raise CommandError(
+            f"--resolution {args.resolution} cannot be produced by the {args.preset!r} preset, whose generator makes "
+            f"{size}x{size} images. Drop --resolution (images are resized to {size}), or pick a preset of that size "
+            f"({others}), or pass --generator_config/--discriminator_config with image_size {args.resolution}."
+        )
+    return generator_config, discriminator_config
+
+
+def check_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
+    """The batch flags are global: each process takes an equal share."""
+    for name in ("train_batch_size", "gen_batch_size"):
+        if getattr(args, name) % num_processes:
+            raise CommandError(f"--{name} {getattr(args, name)} is a global batch and must be divisible by the "
+                               f"{num_processes} processes.")
+
+
+def training_recipe(args: argparse.Namespace) -> TrainingRecipe:
+    """The recipe the flags resolved to: the preset's values with the flags' overrides."""
+    return TrainingRecipe(**{name: getattr(args, name) for name in recipe_fields()})
+
+
+def run_settings(args: argparse.Namespace, num_processes: int) -> dict[str, Any]:
+    """The run's settings as written to every checkpoint (`training_args.json`) and given to the trackers."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("argv", "hub_token")}
+    settings["num_processes"] = num_processes
+    return settings
