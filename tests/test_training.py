@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -313,6 +314,23 @@ def test_two_cpu_processes_train_in_step(training_workspace, micro_args, tmp_pat
     assert evaluations[-1]["eval/fid"] == pytest.approx(independent["fid"], rel=1e-5)
 
 
+def test_two_cpu_processes_stop_together_on_the_time_budget(micro_args, tmp_path):
+    """The main process decides when --max_train_minutes is reached; every rank stops after the same step."""
+    output = tmp_path / "ddp_minutes"
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT),
+               *micro_args(output, "--max_train_steps", "100000", "--max_train_minutes", "0.003",
+                           "--checkpointing_steps", "100000")]
+    finished = subprocess.run(command, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=420)
+    assert finished.returncode == 0, finished.stderr[-8000:]
+    checkpoints = [path.name for path in output.glob("checkpoint-*")]
+    assert len(checkpoints) == 1 and checkpoints[0] != "checkpoint-100000", checkpoints
+    for rank in (0, 1):  # both ranks saved their state at the same final step
+        assert (output / checkpoints[0] / f"training_state_{rank}.pt").is_file()
+    assert (output / "pipeline" / "generator" / "model.safetensors").is_file()
+    assert read_log(output)[-1]["progress/train_seconds"] >= 0.003 * 60
+
+
 def test_push_to_hub_uploads_the_pipeline_folder(micro_args, run_training_in_process, tmp_path, monkeypatch, capsys):
     from huggingface_hub import HfApi
 
@@ -387,6 +405,69 @@ def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(mic
         parse_args(micro_args(tmp_path / "a", "--gp_interval", "0"))
     with pytest.raises(CommandError, match="--loss hinge does not have"):
         parse_args(micro_args(tmp_path / "b", "--gp_interval", "2", "--loss", "hinge"))
+
+
+class SleepingHook:
+    """An evaluation that takes `seconds` of wall-clock at every second step (and at the end)."""
+
+    every_steps = 2
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, context):
+        time.sleep(self.seconds)
+        return {"slept": self.seconds}
+
+
+def test_train_seconds_are_logged_in_every_row_without_evaluation_time(micro_args, run_training_in_process, tmp_path,
+                                                                       reference_run):
+    output = tmp_path / "run"
+    run_training_in_process(micro_args(output, "--max_train_steps", "4"), evaluation_hooks=[SleepingHook(1.0)])
+    rows = read_log(output)
+    assert [(row["step"], "eval/slept" in row) for row in rows] == [(1, False), (2, False), (2, True), (3, False),
+                                                                     (4, False), (4, True)]
+    seconds = [row["progress/train_seconds"] for row in rows]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+    by_step = {}
+    for row in rows:  # an evaluation row has the training time at the step it evaluated
+        assert by_step.setdefault(row["step"], row["progress/train_seconds"]) == row["progress/train_seconds"]
+    state = torch.load(output / "checkpoint-4" / "training_state_0.pt", weights_only=True)
+    assert state["overhead_seconds"] >= 1.0  # the evaluation at step 2 (and checkpoint-3)
+    assert seconds[-1] == pytest.approx(state["train_seconds"] - state["overhead_seconds"])
+
+    # A checkpoint written before `overhead_seconds` existed still resumes, exactly.
+    older = tmp_path / "older"
+    run_training_in_process(micro_args(older, "--max_train_steps", "3"))
+    state_file = older / "checkpoint-3" / "training_state_0.pt"
+    saved = torch.load(state_file, weights_only=True)
+    del saved["overhead_seconds"]
+    torch.save(saved, state_file)
+    run_training_in_process(micro_args(older, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"))
+    for folder in ("generator", "generator_ema", "discriminator"):
+        assert_same_weights(reference_run / "checkpoint-6" / folder, older / "checkpoint-6" / folder)
+
+
+def test_max_train_minutes_stops_after_the_step_that_reaches_it(micro_args, run_training_in_process, tmp_path):
+    output = tmp_path / "run"
+    flags = micro_args(output, "--max_train_steps", "1000", "--max_train_minutes", "0.001")  # 60 ms
+    result = run_training_in_process(flags)
+    seconds = [row["progress/train_seconds"] for row in read_log(output)]
+    assert len(seconds) == result.step < 1000
+    assert seconds[-1] >= 0.06 and all(value < 0.06 for value in seconds[:-1])
+    assert list_checkpoints(output)[-1] == (result.step, output / f"checkpoint-{result.step}")
+    assert_same_weights(result.pipeline_dir / "generator", output / f"checkpoint-{result.step}" / "generator_ema")
+    assert result.samples_image == output / "samples" / f"step_{result.step:06d}.png"
+    # Resuming the finished run with the same limit trains no further.
+    resumed = run_training_in_process([*flags, "--resume_from_checkpoint", "latest"])
+    assert resumed.step == result.step
+
+
+def test_bad_max_train_minutes_is_one_error_line(micro_args, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train.py", *micro_args(tmp_path / "run", "--max_train_minutes", "0")])
+    assert loop.cli_main() == 2
+    assert capsys.readouterr().err == "error: argument --max_train_minutes: must be > 0, got 0\n"
+    assert not (tmp_path / "run").exists()
 
 
 def test_divergence_stops_with_the_step_and_network_and_keeps_the_last_good_checkpoint(micro_args,

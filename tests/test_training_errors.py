@@ -81,6 +81,8 @@ def test_every_numeric_flag_has_a_range_checking_type():
     (["--gen_gradient_accumulation_steps", "-2"], "argument --gen_gradient_accumulation_steps: must be >= 1"),
     (["--max_train_steps", "0"], "argument --max_train_steps: must be >= 1"),
     (["--max_train_kimg", "-1"], "argument --max_train_kimg: must be > 0"),
+    (["--max_train_minutes", "0"], "argument --max_train_minutes: must be > 0, got 0"),
+    (["--max_train_minutes", "inf"], "argument --max_train_minutes: must be a finite number"),
     (["--checkpointing_steps", "1.5"], "argument --checkpointing_steps: expected an integer, got '1.5'"),
     (["--checkpoints_total_limit", "0"], "argument --checkpoints_total_limit: must be >= 1"),
     (["--num_sample_images", "10"], "argument --num_sample_images: must be a square"),

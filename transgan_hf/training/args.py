@@ -138,6 +138,9 @@ def build_parser() -> TrainingArgumentParser:
     length = recipe.add_mutually_exclusive_group()
     length.add_argument("--max_train_steps", type=COUNT, help="generator updates (the official max_iter)")
     length.add_argument("--max_train_kimg", type=POSITIVE, help="stop after this many thousand real images instead")
+    recipe.add_argument("--max_train_minutes", type=POSITIVE,
+                        help="also stop after the step at which the training time (progress/train_seconds: without "
+                             "evaluations, sample grids and checkpoints) reaches this many minutes")
     recipe.add_argument("--official_d_grad_leak", action="store_true",
                         help="keep D trainable during the G update, as the official code (see training/README.md)")
 

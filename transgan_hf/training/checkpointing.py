@@ -41,6 +41,8 @@ RUN_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp|\.old)?$")
 STATE_FILE = "training_state_{rank}.pt"
 ARGS_FILE = "training_args.json"
 KILL_ENV = "TRANSGAN_KILL_DURING_CHECKPOINT"
+ADDED_STATE_FIELDS = ("overhead_seconds",)
+"""`TrainingState` fields newer than some checkpoints: those keep the fresh value (0) when resuming them."""
 RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "num_processes", "seed")
 """Settings that fix the data order and the meaning of a step; a resumed run must keep them."""
 
@@ -54,6 +56,7 @@ class TrainingState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     train_seconds: float = 0.0  # wall-clock of the training loop, summed over resumed segments
+    overhead_seconds: float = 0.0  # the part of it spent in checkpoints, sample grids and evaluations
     commands: list[str] = field(default_factory=list)
 
     def kimg(self, train_batch_size: int) -> float:
@@ -182,7 +185,8 @@ class Checkpointer:
             accelerator.load_state(str(path))
             saved = torch.load(state_file, map_location="cpu", weights_only=True)
             for name in vars(state):
-                setattr(state, name, saved[name])
+                if name in saved or name not in ADDED_STATE_FIELDS:
+                    setattr(state, name, saved[name])
             for name, gen in self.generators.items():
                 gen.set_state(saved["generator_states"][name])
             pending = saved["pending_discriminator_grads"]

@@ -30,7 +30,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast
 from tqdm.auto import tqdm
 
 from ..cli import CommandError
@@ -110,6 +110,17 @@ def run_description(args: argparse.Namespace, accelerator: Accelerator) -> RunDe
         official_d_grad_leak=args.official_d_grad_leak, mixed_precision=args.mixed_precision, license=args.license,
         eval_reference=args.eval_reference, repo_id=args.hub_model_id,
     )
+
+
+def out_of_time(accelerator: Accelerator, trained: float, max_train_minutes: float | None) -> bool:
+    """Whether `--max_train_minutes` is reached after `trained` seconds of training; the main process decides (the
+    processes' clocks differ) and the others follow, so that all stop after the same step."""
+    if max_train_minutes is None:
+        return False
+    reached = torch.tensor([float(trained >= max_train_minutes * 60)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        reached = broadcast(reached, from_process=0)
+    return bool(reached.item())
 
 
 def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[EvaluationHook] = (),
@@ -206,8 +217,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
                 context = EvaluationContext(accelerator, pipeline, generator, discriminator, step,
                                             state.kimg(args.train_batch_size), settings)
                 results = {f"eval/{name}": value for name, value in hook(context).items()}
-                accelerator.log(results, step=step)
-                training_log.write(step, {"progress/kimg": context.kimg, **results})
+                accelerator.log({**results, "progress/train_seconds": trained}, step=step)
+                training_log.write(step, {"progress/kimg": context.kimg, "progress/train_seconds": trained, **results})
 
     # The loop: one step = one G update and `n_critic` D updates; logs, checkpoints, grids and evaluations between.
     progress = tqdm(total=args.max_train_steps, initial=state.step, desc="steps", unit="step",
@@ -215,8 +226,10 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     data = batches(accelerator, dataloader, transform, state)
     interval_start, interval_kimg, overhead = time.perf_counter(), state.kimg(args.train_batch_size), 0.0
     segment_start, segment_seconds = time.perf_counter(), state.train_seconds
+    trained = state.train_seconds - state.overhead_seconds  # progress/train_seconds at the last step
     beta = None
-    while state.step < args.max_train_steps:
+    final = state.step >= args.max_train_steps or out_of_time(accelerator, trained, args.max_train_minutes)
+    while not final:
         step = state.step + 1
         for index in range(iterations_per_step):
             real = next(data)
@@ -229,16 +242,17 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             state.iteration += 1
         state.step = step
         state.train_seconds = segment_seconds + time.perf_counter() - segment_start
+        trained = state.train_seconds - state.overhead_seconds
         progress.update(1)
-        final = step == args.max_train_steps
+        final = step == args.max_train_steps or out_of_time(accelerator, trained, args.max_train_minutes)
 
         if step % args.logging_steps == 0 or final:
             trainer.monitor.check(accelerator, last_checkpoint)
             kimg = state.kimg(args.train_batch_size)
             seconds = time.perf_counter() - interval_start - overhead
             logs = trainer.pop_means()
-            logs.update({"progress/kimg": kimg, "ema/beta": beta, "lr": args.learning_rate,
-                         "speed/sec_per_kimg": seconds / max(kimg - interval_kimg, 1e-9)})
+            logs.update({"progress/kimg": kimg, "progress/train_seconds": trained, "ema/beta": beta,
+                         "lr": args.learning_rate, "speed/sec_per_kimg": seconds / max(kimg - interval_kimg, 1e-9)})
             accelerator.log(logs, step=step)
             training_log.write(step, logs)
             progress.set_postfix(kimg=f"{kimg:.1f}", d_loss=f"{logs['loss/discriminator']:.3f}",
@@ -253,7 +267,9 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             if step % args.save_images_steps == 0:
                 write_samples(step)
             run_evaluation(step, final=False)
-        overhead += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        overhead += elapsed
+        state.overhead_seconds += elapsed  # after the checkpoint: a resumed run continues from the step's values
     progress.close()
 
     # The run is saved (final checkpoint, then the pipeline) before the end-of-run extras, which only add to it.
