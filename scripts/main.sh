@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1
+# accelerate launch gives each process one CPU thread unless told otherwise; the main job is one process and uses every
+# core of the machine (set TRANSGAN_CPU_THREADS to give it fewer).
 exec accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-    training/train.py "$@"
+    --num_cpu_threads_per_process "${TRANSGAN_CPU_THREADS:-$(nproc)}" training/train.py "$@"
