@@ -183,15 +183,14 @@ class FddEvaluator:
 
 
 def save_grid(generator: nn.Module, path: Path, seed: int = 0, num_images: int = 64) -> None:
-    from diffusers.utils import make_image_grid
     from PIL import Image
+
+    from transgan_hf.images import image_grid, save_image
 
     with torch.no_grad():
         z = torch.randn(num_images, LATENT_DIM, generator=torch.Generator().manual_seed(seed))
         images = generator(z).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    side = int(num_images**0.5)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_image_grid([Image.fromarray(image) for image in images], side, num_images // side).save(path)
+    save_image(image_grid([Image.fromarray(image) for image in images]), path)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

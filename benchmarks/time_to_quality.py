@@ -159,11 +159,6 @@ def format_table(curves: dict[str, Curve], minutes: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def train_supports_minutes() -> bool:
-    result = subprocess.run([sys.executable, str(ROOT / "training/train.py"), "--help"], capture_output=True, text=True)
-    return "--max_train_minutes" in result.stdout
-
-
 def wait(jobs: dict[str, tuple[subprocess.Popen, Path]], args: argparse.Namespace, by_minutes: bool) -> None:
     """Wait for the jobs; stop a train.py job that has trained `--minutes` (without `--max_train_minutes`)."""
     deadline, last_step = time.monotonic() + args.timeout_minutes * 60, {}
@@ -185,7 +180,7 @@ def launch(args: argparse.Namespace) -> dict[str, Curve]:
     """Run every recipe at once; return their curves."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads_each), "MKL_NUM_THREADS": str(args.threads_each)}
     env.setdefault("HF_HUB_OFFLINE", "1")
-    by_minutes = train_supports_minutes() if args.recipe else False
+    by_minutes = bool(args.recipe)  # training/train.py ends itself with --max_train_minutes
     jobs: dict[str, tuple[subprocess.Popen, Path]] = {}
     for name, flags in [*args.recipe, *([("dcgan", [])] if args.dcgan else [])]:
         folder = args.output_dir / name

@@ -32,24 +32,20 @@ MODEL_INDEX = "model_index.json"
 MODEL_CARD = "README.md"
 COMPONENTS = {"generator": "TransGANGenerator", "discriminator": "TransGANDiscriminator"}
 HUB_KWARGS = ("repo_id", "token", "private", "commit_message", "create_pr")
+HUB_LOAD_KWARGS = ("revision", "token", "cache_dir", "local_files_only")
 _LOAD = object()  # `from_pretrained(discriminator=...)` default: load it from the folder
 
 
 def load_pipeline(
-    pipeline_class: type[TransGANPipeline],
-    pretrained_model_name_or_path: str | os.PathLike,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool | None = None,
-    **kwargs: Any,
+    pipeline_class: type[TransGANPipeline], pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
 ) -> TransGANPipeline:
     """`TransGANPipeline.from_pretrained`: resolve the folder (`hub.resolve_pipeline_folder`), check it, and load the
     components with this package's classes, whichever layout `model_index.json` records (package or remote code)."""
     if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
         raise TypeError(f"`pretrained_model_name_or_path` must be a folder path or a Hub repo id (str), got "
                         f"{type(pretrained_model_name_or_path).__name__}.")
-    folder = hub.resolve_pipeline_folder(pretrained_model_name_or_path, revision, token, cache_dir, local_files_only)
+    hub_kwargs = {name: kwargs.pop(name) for name in HUB_LOAD_KWARGS if name in kwargs}
+    folder = hub.resolve_pipeline_folder(pretrained_model_name_or_path, **hub_kwargs)
     index = read_model_index(folder)
     load_kwargs = {"dtype": kwargs.pop("dtype", kwargs.pop("torch_dtype", None)),
                    "device_map": kwargs.pop("device_map", None)}
@@ -109,15 +105,8 @@ def save_pipeline(
         hub.upload_pipeline_folder(api, save_directory, repo_id, **hub_kwargs)
 
 
-def push_pipeline(
-    pipeline: TransGANPipeline,
-    repo_id: str,
-    commit_message: str | None = None,
-    private: bool | None = None,
-    token: str | None = None,
-    create_pr: bool = False,
-    model_card_kwargs: dict[str, Any] | None = None,
-) -> str:
+def push_pipeline(pipeline: TransGANPipeline, repo_id: str, *, commit_message: str | None, private: bool | None,
+                  token: str | None, create_pr: bool, model_card_kwargs: dict[str, Any] | None) -> str:
     """`TransGANPipeline.push_to_hub`: create (or reuse) the repo, save the pipeline with its remote code and card
     into a temporary folder, upload it; returns the commit URL."""
     api = HfApi(token=token)

@@ -267,7 +267,8 @@ class TransGANPipeline(DiffusionPipeline):
         """Create (or reuse) the Hub repo and upload the pipeline with its remote code and card; returns the commit
         URL. Raises `OSError` with what to do when the Hub cannot be reached."""
         return package_only("push_to_hub").push_pipeline(
-            self, repo_id, commit_message, private, token, create_pr, model_card_kwargs
+            self, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr,
+            model_card_kwargs=model_card_kwargs,
         )
 
 

@@ -58,15 +58,17 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 class ExponentialMovingAverage:
     """A frozen, eval-mode copy of a model whose parameters track the model's by exponential moving average.
 
-    Buffers are copied, not averaged. The copy lives on the model's device (it follows the model there on the first
-    update if the model was moved after this object was created). Use `self.model` for sampling and
+    Persistent buffers are copied, not averaged. The copy lives on the model's device (it follows the model there on
+    the first update if the model was moved after this object was created). Use `self.model` for sampling and
     `self.model.save_pretrained(...)` to export.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
         self._param_names = [name for name, _ in self.model.named_parameters()]
-        self._buffer_names = [name for name, _ in self.model.named_buffers()]
+        # Non-persistent buffers (the attention's relative-position index) are constants the copy already holds.
+        persistent = set(self.model.state_dict())
+        self._buffer_names = [name for name, _ in self.model.named_buffers() if name in persistent]
 
     def _matching(self, source: dict[str, torch.Tensor], names: list[str], kind: str) -> list[torch.Tensor]:
         missing = [name for name in names if name not in source]
@@ -79,7 +81,7 @@ class ExponentialMovingAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module, beta: float) -> None:
-        """`ema ← β·ema + (1 − β)·model` for every parameter (one fused lerp); buffers are copied."""
+        """`ema ← β·ema + (1 − β)·model` for every parameter (one fused lerp); persistent buffers are copied."""
         model = unwrap_model(model)
         model_params = self._matching(dict(model.named_parameters()), self._param_names, "parameters")
         ema_params = list(self.model.parameters())
@@ -88,9 +90,12 @@ class ExponentialMovingAverage:
             ema_params = list(self.model.parameters())
         if model_params:
             torch._foreach_lerp_(ema_params, model_params, 1.0 - beta)
-        model_buffers = self._matching(dict(model.named_buffers()), self._buffer_names, "buffers")
-        if model_buffers:
-            torch._foreach_copy_(list(self.model.buffers()), model_buffers)
+        if self._buffer_names:
+            wanted = set(self._buffer_names)
+            model_buffers = self._matching({name: buffer for name, buffer in model.named_buffers() if name in wanted},
+                                           self._buffer_names, "buffers")
+            ema_buffers = dict(self.model.named_buffers())
+            torch._foreach_copy_([ema_buffers[name] for name in self._buffer_names], model_buffers)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The averaged model's state dict."""

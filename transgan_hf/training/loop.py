@@ -117,10 +117,10 @@ def out_of_time(accelerator: Accelerator, trained: float, max_train_minutes: flo
     processes' clocks differ) and the others follow, so that all stop after the same step."""
     if max_train_minutes is None:
         return False
+    if accelerator.num_processes == 1:  # no device tensor, no synchronisation
+        return trained >= max_train_minutes * 60
     reached = torch.tensor([float(trained >= max_train_minutes * 60)], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        reached = broadcast(reached, from_process=0)
-    return bool(reached.item())
+    return bool(broadcast(reached, from_process=0).item())
 
 
 def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[EvaluationHook] = (),
@@ -246,8 +246,9 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         progress.update(1)
         final = step == args.max_train_steps or out_of_time(accelerator, trained, args.max_train_minutes)
 
+        if step % args.logging_steps == 0 or step % args.checkpointing_steps == 0 or final:
+            trainer.monitor.check(accelerator, last_checkpoint)  # one check before the log and the checkpoint
         if step % args.logging_steps == 0 or final:
-            trainer.monitor.check(accelerator, last_checkpoint)
             kimg = state.kimg(args.train_batch_size)
             seconds = time.perf_counter() - interval_start - overhead
             logs = trainer.pop_means()
@@ -261,7 +262,6 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
             interval_start, interval_kimg, overhead = time.perf_counter(), kimg, 0.0
         started = time.perf_counter()
         if step % args.checkpointing_steps == 0 or final:  # before the grid and evaluation, which may fail
-            trainer.monitor.check(accelerator, last_checkpoint)
             last_checkpoint = checkpointer.save(state)
         if not final:  # the last step's grid and evaluation come after the pipeline export
             if step % args.save_images_steps == 0:
