@@ -66,7 +66,6 @@ def main() -> None:
         g_opt, d_opt = build_optimizers(generator, discriminator, recipe)
         generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)
         trainer = GANTrainer(accelerator, generator, discriminator, g_opt, d_opt, ema, recipe, seed=train_args.seed,
-                             gp_interval=train_args.gp_interval,
                              gradient_checkpointing=train_args.gradient_checkpointing)
         real = torch.rand((args.batch_size, 3, g_config.image_size, g_config.image_size), device=device) * 2 - 1
 

@@ -15,6 +15,7 @@ from transgan_hf.training.losses import (
     generator_loss,
     gradient_penalty,
     gradient_penalty_weight,
+    input_gradient_penalty,
     uses_gradient_penalty,
 )
 
@@ -171,3 +172,17 @@ def test_no_host_reads_runs_on_the_meta_device():
     for loss_type in LOSS_TYPES:
         total = discriminator_loss(logits, logits, loss_type) + generator_loss(logits, loss_type) + penalty
         assert total.device.type == "meta" and total.shape == ()
+
+
+def test_input_gradient_penalty_is_the_mean_squared_gradient_norm_and_reaches_the_parameters():
+    """For D(x) = sum(w * x) per sample, grad_x D = w for every sample: the penalty is |w|^2, and its own gradient
+    with respect to w is 2w (double backward)."""
+    weight = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    images = torch.randn(4, 3).requires_grad_(True)
+    logits = (images * weight).sum(dim=1, keepdim=True)
+    penalty = input_gradient_penalty(logits, images)
+    assert penalty.item() == pytest.approx(1 + 4 + 0.25)
+    (gradient,) = torch.autograd.grad(penalty, weight)
+    torch.testing.assert_close(gradient, 2 * weight.detach())
+    quadratic = input_gradient_penalty((images**2).sum(dim=1, keepdim=True), images)  # grad 2x: mean of 4|x|^2
+    assert quadratic.item() == pytest.approx((4 * images.detach() ** 2).sum(dim=1).mean().item(), rel=1e-6)

@@ -150,7 +150,8 @@ def test_the_trainer_runs_without_the_command_line(training_workspace):
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     assert beta == 0.0  # the warm-up starts the average as a copy of the generator
-    assert set(logs) == set(GANTrainer.LOGGED) and all(np.isfinite(value) for value in logs.values())
+    assert set(logs) == set(GANTrainer.LOGGED) - {"loss/r1_penalty", "loss/r2_penalty"}  # R1/R2: not in this recipe
+    assert all(np.isfinite(value) for value in logs.values())
     assert not all(torch.equal(a, b) for a, b in zip(before, ema.model.parameters()))  # the updated generator
 
 
@@ -400,11 +401,42 @@ def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(mic
     assert sum(losses) / len(losses) == pytest.approx(10.0)  # = weight 10 x penalty 1 on every iteration (official)
     penalties = [row.get("loss/gradient_penalty") for row in rows if "loss/discriminator" in row]
     assert penalties == [1.0, 1.0, None]  # the unweighted penalty, left out of step 3's row (not computed there)
-    assert "penalty every 3 D updates x 3" in (output / "pipeline" / "README.md").read_text()
+    assert "gradient penalty phi 1.0 (every 3 D updates, x 3)" in (output / "pipeline" / "README.md").read_text()
     with pytest.raises(CommandError, match="argument --gp_interval: must be >= 1"):
         parse_args(micro_args(tmp_path / "a", "--gp_interval", "0"))
-    with pytest.raises(CommandError, match="--loss hinge does not have"):
+    with pytest.raises(CommandError, match="--loss hinge does not have here"):
         parse_args(micro_args(tmp_path / "b", "--gp_interval", "2", "--loss", "hinge"))
+
+
+def test_r1_and_r2_penalties_are_lazy_and_weighted_by_half_gamma_times_the_interval(
+        micro_args, run_training_in_process, tmp_path, monkeypatch):
+    """--r1_gamma 4 --r2_gamma 2 --gp_interval 3: both penalties on D updates 0 and 3 only, R1 at the real images
+    and R2 at the generated ones, each weighted gamma/2 x 3 (the D loss is zeroed and the penalty fixed to 1 to read
+    the weights off the logged loss); the card names them."""
+    calls = []
+
+    def constant_penalty(logits, images):
+        calls.append(images.requires_grad)
+        return torch.ones(())
+
+    monkeypatch.setattr(trainer, "input_gradient_penalty", constant_penalty)
+    monkeypatch.setattr(trainer, "discriminator_loss", lambda real, fake, loss: 0 * (real.sum() + fake.sum()))
+    output = tmp_path / "r1r2"
+    run_training_in_process(micro_args(output, "--max_train_steps", "3", "--loss", "nonsaturating", "--r1_gamma",
+                                       "4", "--r2_gamma", "2", "--gp_interval", "3"))
+    assert calls == [True] * 8  # 2 penalised updates x 2 micro-batches x (R1, R2)
+    rows = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    losses = [row["loss/discriminator"] for row in rows if "loss/discriminator" in row]
+    assert losses == pytest.approx([4.5, 4.5, 0.0])  # per step: 2 of 4 iterations carry (4/2 + 2/2) x 3, then none
+    assert sum(losses) / len(losses) == pytest.approx(3.0)  # = 4/2 + 2/2 on every iteration
+    assert [row.get("loss/r1_penalty") for row in rows if "loss/discriminator" in row] == [1.0, 1.0, None]
+    assert "loss/gradient_penalty" not in rows[0]
+    assert "nonsaturating, R1 gamma 4, R2 gamma 2 (every 3 D updates, x 3)" in (
+        output / "pipeline" / "README.md").read_text()
+    with pytest.raises(CommandError, match="argument --r1_gamma: --loss wgangp-eps has its own gradient penalty"):
+        parse_args(micro_args(tmp_path / "c", "--r1_gamma", "1"))
+    with pytest.raises(CommandError, match="argument --r2_gamma: must be >= 0"):
+        parse_args(micro_args(tmp_path / "d", "--r2_gamma", "-1", "--loss", "hinge"))
 
 
 class SleepingHook:

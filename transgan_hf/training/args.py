@@ -116,10 +116,14 @@ def build_parser() -> TrainingArgumentParser:
     recipe.add_argument("--n_critic", type=COUNT, help="discriminator updates per generator update")
     recipe.add_argument("--loss", choices=LOSS_TYPES)
     recipe.add_argument("--phi", type=POSITIVE, help="gradient-penalty target norm (weight 10/phi^2)")
-    recipe.add_argument("--gp_interval", type=COUNT, default=1,
-                        help="lazy regularisation (StyleGAN2): the gradient penalty only on every N-th D update, "
-                             "weighted by N, saving (N-1)/N of its cost. Default 1 = every update (official). Keep "
-                             "N small for WGAN losses: 2 kept the tiny recipe's quality, 4 diverged")
+    recipe.add_argument("--r1_gamma", type=number(float, 0),
+                        help="R1 penalty weight: gamma/2 * |grad D(real)|^2 (non-saturating and hinge losses; 0 = off)")
+    recipe.add_argument("--r2_gamma", type=number(float, 0),
+                        help="R2 penalty weight: gamma/2 * |grad D(fake)|^2 (likewise; 0 = off)")
+    recipe.add_argument("--gp_interval", type=COUNT,
+                        help="lazy regularisation (StyleGAN2): the gradient penalty (WGAN-GP, R1, R2) only on every "
+                             "N-th D update, weighted by N, saving (N-1)/N of its cost. 1 = every update (official). "
+                             "Keep N small for WGAN losses: 2 kept a WGAN-GP recipe's quality, 4 diverged")
     recipe.add_argument("--learning_rate", type=POSITIVE)
     recipe.add_argument("--adam_beta1", type=FRACTION, help="in [0, 1)")
     recipe.add_argument("--adam_beta2", type=FRACTION, help="in [0, 1)")
@@ -217,9 +221,14 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
     if args.ema_decay is None and args.ema_kimg is None:
         raise CommandError("argument --ema_warmup: the preset has a fixed EMA decay; give the half-life --ema_kimg "
                            "with it")
-    if args.gp_interval > 1 and not uses_gradient_penalty(args.loss):
+    wgan = uses_gradient_penalty(args.loss)
+    for flag in ("r1_gamma", "r2_gamma"):
+        if wgan and getattr(args, flag) > 0:
+            raise CommandError(f"argument --{flag}: --loss {args.loss} has its own gradient penalty (--phi); use R1/R2 "
+                               f"with --loss nonsaturating or hinge, or set --{flag} 0")
+    if args.gp_interval > 1 and not (wgan or args.r1_gamma > 0 or args.r2_gamma > 0):
         raise CommandError(f"argument --gp_interval: spaces out the gradient penalty, which --loss {args.loss} does "
-                           "not have; drop the flag or choose a loss with a penalty (wgangp, wgangp-eps)")
+                           "not have here; drop the flag, add --r1_gamma/--r2_gamma, or choose a WGAN-GP loss")
     if args.max_train_kimg is not None:
         images_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
         args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / images_per_step)

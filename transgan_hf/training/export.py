@@ -25,6 +25,7 @@ from ..model_card import make_model_card, model_card_entries
 from ..pipeline_transgan import TransGANPipeline
 from .checkpointing import TrainingState
 from .dataloader import ImageSource
+from .losses import uses_gradient_penalty
 from .presets import TrainingRecipe
 
 HUB_DATASET_IDS = {"mnist-5k": "ylecun/mnist"}
@@ -40,7 +41,6 @@ class RunDescription:
     images: ImageSource
     seed: int
     hardware: str  # `describe_hardware`
-    gp_interval: int = 1
     official_d_grad_leak: bool = False
     mixed_precision: str = "no"
     license: str = "apache-2.0"
@@ -63,6 +63,18 @@ def describe_hardware(accelerator: Accelerator) -> str:
             f"thread{'s' if threads > 1 else ''}, torch {torch.__version__}")
 
 
+def describe_loss(recipe: TrainingRecipe) -> str:
+    """The loss and its penalties, e.g. `nonsaturating, R1 gamma 0.1 (every 4 D updates, x 4)`."""
+    if uses_gradient_penalty(recipe.loss):
+        penalties = [f"gradient penalty phi {recipe.phi}"]
+    else:
+        penalties = [f"{name} gamma {gamma:g}" for name, gamma in (("R1", recipe.r1_gamma), ("R2", recipe.r2_gamma))
+                     if gamma > 0]
+    if penalties and recipe.gp_interval > 1:
+        penalties[-1] += f" (every {recipe.gp_interval} D updates, x {recipe.gp_interval})"
+    return ", ".join([recipe.loss, *penalties])
+
+
 def model_card_arguments(run: RunDescription, state: TrainingState, samples_image: str | None = None,
                          evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`make_model_card` arguments of the run; `evaluation` is the last `--eval_steps` result (used if it is of the
@@ -79,9 +91,7 @@ def model_card_arguments(run: RunDescription, state: TrainingState, samples_imag
         "kimg (real images seen)": f"{kimg:.1f}",
         "batch D / G (global)": f"{recipe.train_batch_size}x{recipe.gradient_accumulation_steps} / "
                                 f"{recipe.gen_batch_size}x{recipe.gen_gradient_accumulation_steps}",
-        "loss": f"{recipe.loss} (phi {recipe.phi}"
-                + (f", penalty every {run.gp_interval} D updates x {run.gp_interval}" if run.gp_interval > 1 else "")
-                + f"), n_critic {recipe.n_critic}, Adam lr {recipe.learning_rate} betas "
+        "loss": f"{describe_loss(recipe)}, n_critic {recipe.n_critic}, Adam lr {recipe.learning_rate} betas "
                 f"({recipe.adam_beta1}, {recipe.adam_beta2}), grad clip {recipe.max_grad_norm or 'off'}",
         "EMA": ema_text,
         "DiffAugment": recipe.diffaug_policy,

@@ -106,7 +106,7 @@ def run_description(args: argparse.Namespace, accelerator: Accelerator) -> RunDe
     """What the model card says about the run (the hardware as it is at the end of the run)."""
     return RunDescription(
         preset=args.preset, recipe=training_recipe(args), images=image_source(args), seed=args.seed,
-        hardware=describe_hardware(accelerator), gp_interval=args.gp_interval,
+        hardware=describe_hardware(accelerator),
         official_d_grad_leak=args.official_d_grad_leak, mixed_precision=args.mixed_precision, license=args.license,
         eval_reference=args.eval_reference, repo_id=args.hub_model_id,
     )
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader
     )
     trainer = GANTrainer(accelerator, generator, discriminator, generator_optimizer, discriminator_optimizer, ema,
-                         recipe, seed=args.seed, gp_interval=args.gp_interval,
+                         recipe, seed=args.seed,
                          official_d_grad_leak=args.official_d_grad_leak,
                          gradient_checkpointing=args.gradient_checkpointing)
     checkpointer = Checkpointer(accelerator, output_dir, ema, trainer.random_generators, discriminator,

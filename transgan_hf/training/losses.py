@@ -1,8 +1,9 @@
 """GAN losses of the official TransGAN training loop (../shared/spec/transgan_official.md §2.2).
 
-`wgangp-eps` is the recipe of every shipped config: WGAN critic loss, gradient penalty weighted 10 / φ², plus a drift
+`wgangp-eps` is the recipe of every official config: WGAN critic loss, gradient penalty weighted 10 / φ², plus a drift
 term 1e-3 · (mean D(real))² — the square of the batch *mean*, as the official code computes it (ProGAN's ε-drift is
-the mean of the squares). The penalty is returned unweighted so the caller can log it separately.
+the mean of the squares). The penalty is returned unweighted so the caller can log it separately. `hinge` and
+`nonsaturating` are regularised instead with R1 / R2 (`input_gradient_penalty`), as modern conv GAN baselines are.
 
 Half-precision logits are promoted to float32 before reduction, and the penalty's gradient norm is taken in float32,
 so the losses stay sound when the discriminator runs under bf16/fp16 autocast.
@@ -99,3 +100,11 @@ def gradient_penalty(
     (gradients,) = torch.autograd.grad(outputs=_at_least_float32(scores).sum(), inputs=interpolates, create_graph=True)
     norms = _at_least_float32(gradients).flatten(start_dim=1).norm(dim=1)
     return (norms - phi).square().mean()
+
+
+def input_gradient_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """`mean ‖∇ₓ D(x)‖²` over the batch, at the images D was given: R1 on real images (Mescheder et al. 2018,
+    StyleGAN2), R2 on generated ones (R3GAN). `images` must require grad and `logits` come from a critic run with a
+    double-backward kernel (see `gradient_penalty`). Unweighted: the loss adds `gamma / 2` times it."""
+    (gradients,) = torch.autograd.grad(_at_least_float32(logits).sum(), images, create_graph=True)
+    return _at_least_float32(gradients).flatten(start_dim=1).square().sum(dim=1).mean()

@@ -33,6 +33,9 @@ class TrainingRecipe:
     n_critic: int
     loss: str
     phi: float
+    r1_gamma: float
+    r2_gamma: float
+    gp_interval: int
     learning_rate: float
     adam_beta1: float
     adam_beta2: float
@@ -62,6 +65,9 @@ _OFFICIAL = dict(
     n_critic=4,
     loss="wgangp-eps",
     phi=1.0,
+    r1_gamma=0.0,
+    r2_gamma=0.0,
+    gp_interval=1,
     learning_rate=1e-4,
     adam_beta1=0.0,
     adam_beta2=0.99,

@@ -4,8 +4,9 @@ A *step* is one generator update. Each step runs `n_critic * gradient_accumulati
 iterations; the generator update comes right after the first one, as in the official code (it updates G when
 `global_steps % (n_critic * accumulation) == 0`, counting from 0). Per loader iteration: fake images from G under
 `no_grad`; D loss on DiffAugment-ed real and fake images (`wgangp-eps`, `wgangp`, `hinge` or `nonsaturating`) plus,
-for the WGAN-GP losses, the gradient penalty (weight 10/phi^2) on augmented interpolates (with `gp_interval` N only
-every N-th D update, weighted by N: StyleGAN2's lazy regularisation, not in the official code); backward; every
+for the WGAN-GP losses, the gradient penalty (weight 10/phi^2) on augmented interpolates, for the others the optional
+R1 / R2 penalties (weight gamma/2) on the real / generated images (with `gp_interval` N only every N-th D update,
+weighted by N: StyleGAN2's lazy regularisation, not in the official code); backward; every
 `gradient_accumulation_steps` iterations clip D's gradient norm to `max_grad_norm` and step Adam. The generator update
 accumulates `gen_gradient_accumulation_steps` micro-batches of `-mean D(augment(G(z)))`, clips and steps; the EMA
 generator is then updated with the official half-life formula (`ema_kimg`, `ema_warmup`) or a fixed `ema_decay`.
@@ -43,6 +44,7 @@ from .losses import (
     generator_loss,
     gradient_penalty,
     gradient_penalty_weight,
+    input_gradient_penalty,
     uses_gradient_penalty,
 )
 from .presets import TrainingRecipe
@@ -97,22 +99,22 @@ class NonFiniteMonitor:
 
 class GANTrainer:
     """The update rules of the module docstring. `recipe` gives the losses, batches, accumulation, clipping and EMA;
-    `gp_interval` spaces out the gradient penalty; `official_d_grad_leak` keeps D trainable during the G update;
+    `official_d_grad_leak` keeps D trainable during the G update;
     `gradient_checkpointing` must say whether the networks recompute their blocks in backward."""
 
     LOGGED = {  # logged scalar -> what it is averaged over
         "loss/discriminator": "d_iterations", "loss/gradient_penalty": "gp_iterations",
+        "loss/r1_penalty": "r1_iterations", "loss/r2_penalty": "r2_iterations",
         "logits/real": "d_iterations", "logits/fake": "d_iterations", "grad_norm/discriminator": "d_updates",
         "loss/generator": "g_updates", "grad_norm/generator": "g_updates",
     }
 
     def __init__(self, accelerator: Accelerator, generator: torch.nn.Module, discriminator: torch.nn.Module,
                  generator_optimizer: torch.optim.Optimizer, discriminator_optimizer: torch.optim.Optimizer,
-                 ema: ExponentialMovingAverage, recipe: TrainingRecipe, *, seed: int, gp_interval: int = 1,
+                 ema: ExponentialMovingAverage, recipe: TrainingRecipe, *, seed: int,
                  official_d_grad_leak: bool = False, gradient_checkpointing: bool = False) -> None:
         self.accelerator = accelerator
         self.recipe = recipe
-        self.gp_interval = gp_interval
         self.official_d_grad_leak = official_d_grad_leak
         self.gradient_checkpointing = gradient_checkpointing
         self.generator, self.discriminator = generator, discriminator
@@ -146,6 +148,15 @@ class GANTrainer:
 
         return critic
 
+    @staticmethod
+    def _logits(critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                twice_differentiable: bool) -> torch.Tensor:
+        """`critic(images)`, with the math attention kernel when a penalty will differentiate the result twice."""
+        if not twice_differentiable:
+            return critic(images)
+        with sdpa_kernel(SDPBackend.MATH):
+            return critic(images)
+
     def _sync_context(self, models: Sequence[torch.nn.Module], sync: bool):
         if sync:
             return contextlib.nullcontext()
@@ -162,15 +173,17 @@ class GANTrainer:
     def discriminator_iteration(self, real: torch.Tensor, step: int, update: bool, penalize: bool = True) -> None:
         """One loader iteration: D loss on a real batch and a fresh fake batch, backward; `update` steps Adam.
 
-        `penalize=False` leaves the gradient penalty out (lazy regularisation, `gp_interval`); when it is in, it is
-        weighted by the interval so that its average strength stays the official one.
+        `penalize=False` leaves the gradient penalties out (lazy regularisation, `recipe.gp_interval`); when they are
+        in, they are weighted by the interval so that their average strength is the recipe's.
         """
         recipe = self.recipe
         critic = self._critic(self.discriminator)
-        penalize = penalize and bool(self.gp_weight)
-        # `gradient_penalty` runs the critic with the math attention kernel (the only one with a double backward).
-        # With gradient checkpointing the whole iteration must use it, since backward recomputes the blocks.
-        if penalize and self.gradient_checkpointing:
+        wgan_penalty = penalize and bool(self.gp_weight)
+        r1 = penalize and recipe.r1_gamma > 0
+        r2 = penalize and recipe.r2_gamma > 0
+        # The penalties differentiate the critic twice, which only the math attention kernel supports; with gradient
+        # checkpointing the whole iteration must use it, since backward recomputes the blocks.
+        if (wgan_penalty or r1 or r2) and self.gradient_checkpointing:
             attention = sdpa_kernel([SDPBackend.MATH])
         else:
             attention = contextlib.nullcontext()
@@ -178,17 +191,27 @@ class GANTrainer:
             with torch.no_grad():
                 fake = self.plain_generator(self._latents(real.shape[0]), noise_generator=self.noise_rng).images
             fake = fake.float()
-            real_logits, fake_logits = critic(real), critic(fake)
+            real = real.detach().requires_grad_(r1)
+            fake = fake.requires_grad_(r2)
+            real_logits = self._logits(critic, real, twice_differentiable=r1)
+            fake_logits = self._logits(critic, fake, twice_differentiable=r2)
             loss = discriminator_loss(real_logits, fake_logits, recipe.loss)
-            if penalize:
-                penalty = gradient_penalty(critic, real, fake, phi=recipe.phi, generator=self.noise_rng)
-                loss = loss + self.gp_weight * self.gp_interval * penalty
+            if wgan_penalty:
+                penalty = gradient_penalty(critic, real.detach(), fake.detach(), phi=recipe.phi,
+                                           generator=self.noise_rng)
+                loss = loss + self.gp_weight * recipe.gp_interval * penalty
+                self.sums["loss/gradient_penalty"] += penalty.detach()
+                self.counts["gp_iterations"] += 1
+            for applies, gamma, logits, images, name in ((r1, recipe.r1_gamma, real_logits, real, "r1"),
+                                                         (r2, recipe.r2_gamma, fake_logits, fake, "r2")):
+                if applies:
+                    penalty = input_gradient_penalty(logits, images)
+                    loss = loss + gamma / 2 * recipe.gp_interval * penalty
+                    self.sums[f"loss/{name}_penalty"] += penalty.detach()
+                    self.counts[f"{name}_iterations"] += 1
             self.accelerator.backward(loss / recipe.gradient_accumulation_steps)
         self.monitor.observe("discriminator", "loss", loss, step)
         self.sums["loss/discriminator"] += loss.detach()
-        if penalize:
-            self.sums["loss/gradient_penalty"] += penalty.detach()
-            self.counts["gp_iterations"] += 1
         self.sums["logits/real"] += real_logits.detach().float().mean()
         self.sums["logits/fake"] += fake_logits.detach().float().mean()
         if update:
