@@ -1,5 +1,5 @@
-"""TransGAN demo Space: sample a TransGAN pipeline by seed, let its discriminator pick the best of N, and walk the
-latent space between two seeds.
+"""TransGAN demo Space: sample a TransGAN pipeline by seed, let its discriminator pick the best of N, walk the
+latent space between two seeds, and project a drawing or an image into it.
 
 Run it locally with `python spaces/app.py` (`--help` lists the options; Gradio serves on `GRADIO_SERVER_PORT`,
 default 7860). The Space serves only the models its operator configured (`TRANSGAN_SPACE_MODELS`, default the demo
@@ -10,6 +10,7 @@ Programmatic use (`gradio_client`): see spaces/README.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import io
@@ -23,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote, unquote
 
 import gradio as gr
 import torch
@@ -44,6 +46,8 @@ from transgan_hf import TransGANPipeline
 from transgan_hf.atomic_files import write_bytes_atomically
 from transgan_hf.hub import HUB_FILES
 from transgan_hf.images import image_grid
+from transgan_hf.projection import target_pixels
+from transgan_hf.sampling import slerp
 
 # Limits that keep one request from taking the (CPU) machine. Seeds stay below 2**32 so that browsers (float64
 # numbers) show them exactly.
@@ -58,10 +62,15 @@ MAX_STEPS = 32
 MAX_GRID_IMAGE_SIDE = 1024
 """Largest image (pixels per side) the grid download accepts; the Space's own images are far smaller."""
 MAX_UPLOAD_SIZE = "1mb"
-"""Gradio accepts uploads on every app; this Space has no upload field, so it bounds them."""
+"""Largest upload: the Projection tab's drawings and images (a drawn digit is a few kB)."""
 GIF_MIN_SIDE = 192
 """Interpolation GIFs are enlarged by a whole factor (nearest neighbour) to at least this many pixels."""
 GIF_FRAME_MS = 120
+PROJECTION_STEPS = 200
+MAX_PROJECTION_STEPS = 500
+"""Optimisation steps of one projection: about 10 s for the demo model on a 2-vCPU Space."""
+SKETCH_SIDE = 256
+"""Pixels per side of the drawing canvas; drawings are resized to the model's size."""
 DEFAULT_TRUNCATION = 0.7
 
 DEMO_MODEL_DIR = Path(transgan_hf.DEMO_MODEL_PATH)
@@ -84,6 +93,8 @@ an image looks. Every image here comes from one **seed**: the same seed always g
 
 CSS = """
 .pixelated img { image-rendering: pixelated; }
+#model_card, #model_card * { overflow-wrap: break-word; word-break: normal; }
+#model_card table { display: block; overflow-x: auto; border: none; }
 """
 
 ENVIRONMENT_HELP = f"""\
@@ -288,6 +299,13 @@ def default_model() -> str:
 # Models
 # ---------------------------------------------------------------------------------------------------------------------
 
+CARD_IMAGE = re.compile(r'!\[(?P<alt>[^\]]*)\]\((?P<target>[^)\s]+)(?:\s+"[^"]*")?\)')
+"""A Markdown image `![alt](target "title")`."""
+CARD_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+                    ".webp": "image/webp"}
+MAX_CARD_IMAGE_BYTES = 2 * 2**20
+"""Largest image of a local model card inlined into the page (the card's sample grid is a few hundred kB)."""
+
 
 @dataclass
 class LoadedModel:
@@ -309,12 +327,31 @@ class LoadedModel:
                 f"{card}.")
 
     def model_card(self) -> str:
-        """The folder's README.md without its YAML metadata (the Hub shows the same text)."""
+        """The folder's README.md without its YAML metadata (the Hub shows the same text), its images made loadable."""
         readme = self.folder / "README.md"
         if not readme.is_file():
             return "This model folder has no README.md model card."
         text = readme.read_text(encoding="utf-8", errors="replace")
-        return re.sub(r"\A---\s*\n.*?\n---\s*\n", "", text, count=1, flags=re.DOTALL)
+        text = re.sub(r"\A---\s*\n.*?\n---\s*\n", "", text, count=1, flags=re.DOTALL)
+        return CARD_IMAGE.sub(self.card_image, text)
+
+    def card_image(self, match: re.Match) -> str:
+        """A card image the browser can load. The card names its sample grid relative to the model folder, which
+        Gradio does not serve (and must not: it serves no file the operator did not list), so the image of a local
+        folder is inlined as a data URI, and that of a Hub repo is taken from the Hub. Only image files inside the
+        folder are read."""
+        alt, target = match.group("alt"), match.group("target")
+        if re.match(r"([a-z][a-z0-9+.-]*:|/|#)", target, flags=re.IGNORECASE):  # a URL already
+            return match.group(0)
+        if self.model.is_hub:
+            return f"![{alt}]({HUB_URL}/{self.model.source}/resolve/main/{quote(unquote(target))})"
+        folder = self.folder.resolve()
+        path = (folder / unquote(target)).resolve()
+        mime = CARD_IMAGE_TYPES.get(path.suffix.lower())
+        if (mime is None or folder not in path.parents or not path.is_file()
+                or path.stat().st_size > MAX_CARD_IMAGE_BYTES):
+            return f"*({alt or 'image'}: not shown here)*"
+        return f"![{alt}](data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')})"
 
 
 class PipelineCache:
@@ -423,6 +460,20 @@ def truncation_value(value: Any) -> float | None:
     return float(value) or None
 
 
+def drawn_image(value: Any) -> Image.Image:
+    """The Projection tab's image: the sketchpad's composite (a dict with `composite`) or a PIL image; a blank one
+    (a single colour: nothing drawn) is refused."""
+    if isinstance(value, dict):
+        value = value.get("composite")
+    if value is None:
+        raise ValueError("Draw a digit or upload an image first.")
+    if not isinstance(value, Image.Image):
+        raise ValueError(f"The image must be a picture, got {short_repr(value)}.")
+    if all(low == high for low, high in value.convert("RGB").getextrema()):
+        raise ValueError("The image is blank: draw something or upload an image.")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Event handlers (the two public API endpoints, and UI helpers)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -511,6 +562,50 @@ class Space:
                                           output_type="pil").images
         gif_path = save_to_gradio_cache(animated_gif(frames), f"transgan-{seed_a}-to-{seed_b}.gif")
         return [(save_png(frame, f"frame{i}.png"), f"{i}/{num_steps - 1}") for i, frame in enumerate(frames)], gif_path
+
+    def project(
+        self,
+        image: Any,
+        num_steps: int = PROJECTION_STEPS,
+        seed: int = 0,
+        num_frames: int = 8,
+        model: str | None = None,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's progress tracker)
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
+        """The latent whose image comes closest to a drawing or an uploaded image, and a walk from it to a sample.
+
+        Args:
+            image: the sketchpad's value (its `composite`: the drawing over the canvas or upload), or a PIL image.
+            num_steps: optimisation steps (1-500; `TransGANPipeline.project`, 4 starts, seeded).
+            seed: seed of the sample the walk ends at (latent truncated as `/generate`'s default, 0.7).
+            num_frames: frames of the walk, both ends included (2-32).
+            model: name of one of the Space's models (default: its first).
+
+        Returns the image as the model sees it beside its projection, the walk's frames and their GIF.
+        """
+        with user_errors():
+            image = drawn_image(image)
+            num_steps = whole_number("Steps", num_steps, 1, MAX_PROJECTION_STEPS)
+            seed = whole_number("Seed of the sample", seed, 0, MAX_SEED)
+            num_frames = whole_number("Frames", num_frames, 2, MAX_STEPS)
+            pipeline = self.load(model).pipeline
+            progress(0, desc="Projecting")
+            projected = pipeline.project(image, num_steps=num_steps, generator=torch.Generator().manual_seed(0),
+                                         output_type="pil")
+            config = pipeline.generator.config
+            seen = pipeline.image_processor.postprocess(target_pixels(image, config.image_size, config.out_channels),
+                                                        output_type="pil")[0]
+            # From the projection to the sample, with the projection's noise held fixed (noise_seed 0).
+            start = projected.latents[0]
+            end = pipeline.sample_latents(1, torch.Generator().manual_seed(seed), DEFAULT_TRUNCATION)[0].cpu()
+            latents = torch.stack([slerp(start, end, w) for w in torch.linspace(0, 1, num_frames).tolist()])
+            frames = pipeline(latents=latents, generator=[torch.Generator().manual_seed(0) for _ in latents],
+                              output_type="pil").images
+        result = [(save_png(seen, "image.png"), "your image, as the model sees it"),
+                  (save_png(projected.images[0], "projection.png"), "its projection")]
+        gif_path = save_to_gradio_cache(animated_gif(frames), f"projection-to-{seed}.gif")
+        return (result, [(save_png(frame, f"frame{i}.png"), f"{i}/{num_frames - 1}") for i, frame in enumerate(frames)],
+                gif_path)
 
     def describe_model(self, model: str | None) -> tuple[str, str]:
         """Load the chosen model (warming the cache) and describe it; problems are shown in place, not as pop-ups."""
@@ -603,7 +698,7 @@ returns the frames and the GIF. Both take an optional `model` last: {", ".join(f
                                 info=f"The models this Space serves{' (or type a Hub repo id, org/name)' * bool(hub)}.")
         model_info = gr.Markdown("Loading the model…")
         with gr.Accordion("Model card", open=False):
-            model_card = gr.Markdown()
+            model_card = gr.Markdown(elem_id="model_card")  # CSS: words wrap whole, wide tables scroll
 
         with gr.Tabs():
             with gr.Tab("Generate"):
@@ -654,6 +749,35 @@ returns the frames and the GIF. Both take an optional `model` last: {", ".join(f
                     examples=[[0, 1, 8, 0.7], [3, 10, 16, 0.0], [42, 1234, 32, 0.8]],
                     inputs=[seed_a, seed_b, num_steps, interpolation_truncation],
                 )
+
+            with gr.Tab("Projection"):
+                gr.Markdown("Draw a digit (white on black, like the demo model's digits) or upload an image: the "
+                            "Space finds the latent whose image comes closest to it, then walks from there to a "
+                            "random sample.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        drawing = gr.Sketchpad(
+                            value=Image.new("RGB", (SKETCH_SIDE, SKETCH_SIDE)), type="pil", image_mode="RGB",
+                            sources=["upload", "clipboard"], canvas_size=(SKETCH_SIDE, SKETCH_SIDE), format="png",
+                            brush=gr.Brush(colors=["#ffffff", "#000000"], default_color="#ffffff",
+                                           default_size=SKETCH_SIDE // 14),
+                            layers=False, label="Draw or upload", elem_id="drawing",
+                        )
+                        projection_steps = gr.Slider(10, MAX_PROJECTION_STEPS, value=PROJECTION_STEPS, step=10,
+                                                     precision=0, label="Steps",
+                                                     info="More steps fit the image more closely, and take longer.")
+                        walk_seed = gr.Number(value=0, label="Walk to the sample of seed", precision=0, minimum=0,
+                                              maximum=MAX_SEED)
+                        walk_frames = gr.Slider(2, MAX_STEPS, value=8, step=1, precision=0, label="Frames of the walk")
+                        project_button = gr.Button("Project", variant="primary", elem_id="project")
+                    with gr.Column(scale=2):
+                        projection = gr.Gallery(label="Projection", columns=2, height="auto", object_fit="contain",
+                                                interactive=False, elem_classes="pixelated", elem_id="projection")
+                        walk = gr.Gallery(label="Walk to a random sample", columns=8, height="auto",
+                                          object_fit="contain", interactive=False, elem_classes="pixelated",
+                                          elem_id="walk")
+                        walk_animation = gr.Image(label="Walk (GIF)", type="filepath", interactive=False,
+                                                  buttons=["download"], elem_id="walk_animation")
         gr.Markdown(api_help)
 
         random_seed.click(None, outputs=seed, js=f"() => Math.floor(Math.random() * {MAX_SEED + 1})")
@@ -665,6 +789,11 @@ returns the frames and the GIF. Both take an optional `model` last: {", ".join(f
         interpolate_button.click(
             space.interpolate, inputs=[seed_a, seed_b, num_steps, interpolation_truncation, model_box],
             outputs=[frames, animation], api_name="interpolate", **sampling,
+        )
+        project_button.click(  # the sketchpad's value needs Gradio's preprocessing; the handler checks the numbers
+            space.project, inputs=[drawing, projection_steps, walk_seed, walk_frames, model_box],
+            outputs=[projection, walk, walk_animation], api_visibility="private",
+            **(sampling | {"preprocess": True}),
         )
         gr.on([demo.load, model_box.change], space.describe_model, inputs=model_box,
               outputs=[model_info, model_card], api_visibility="private", preprocess=False)

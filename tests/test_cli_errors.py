@@ -3,9 +3,11 @@ deleted or half-written, and what is written gets the user's umask permissions."
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -90,13 +92,13 @@ def test_a_message_with_line_breaks_is_printed_on_one_line(capsys, monkeypatch):
         raise CommandError("a library's message\n  spread over\nlines")
 
     monkeypatch.setattr("transgan_hf.commands.generate.parse_seeds", fail)
-    assert error_of(capsys, "generate", "--seeds", "0", "--outdir", "o") == (
+    assert error_of(capsys, "generate", "--seeds", "0", "--output_dir", "o") == (
         "error: a library's message spread over lines")
 
 
 def test_argparse_errors_are_usage_and_one_error_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["generate", "--seeds", "0", "--outdir", "o", "--batch_size", "abc"])
+        main(["generate", "--seeds", "0", "--output_dir", "o", "--batch_size", "abc"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert err.splitlines()[-1] == "transgan generate: error: argument --batch_size: invalid int value: 'abc'"
@@ -147,7 +149,7 @@ def test_broken_model_folders(damage, model_dir, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
     damage(broken)
-    line = error_of(capsys, "generate", "--model", str(broken), "--seeds", "0", "--outdir", str(tmp_path / "out"))
+    line = error_of(capsys, "generate", "--model", str(broken), "--seeds", "0", "--output_dir", str(tmp_path / "out"))
     assert line.startswith(f"error: cannot load --model {str(broken)!r}: ")
     line = error_of(capsys, "evaluate", "--model", str(broken), "--metrics", "is", "--num_images", "4",
                     "--is_splits", "2", *STANDIN)
@@ -180,9 +182,9 @@ def test_broken_model_folders(damage, model_dir, tmp_path, capsys):
 )
 def test_out_of_range_flags(argv, message, model_dir, tmp_path, capsys):
     required = {
-        "generate": ["--model", str(model_dir), "--outdir", str(tmp_path / "out")],
+        "generate": ["--model", str(model_dir), "--output_dir", str(tmp_path / "out")],
         "evaluate": ["--model", str(model_dir), "--metrics", "is", *STANDIN],
-        "stats": ["--train_data_dir", str(tmp_path), "--out", str(tmp_path / "s.npz"), *STANDIN],
+        "stats": ["--train_data_dir", str(tmp_path), "--output_file", str(tmp_path / "s.npz"), *STANDIN],
     }[argv[0]]
     assert message in error_of(capsys, *argv, *required)
     assert sorted(tmp_path.iterdir()) == []
@@ -191,13 +193,16 @@ def test_out_of_range_flags(argv, message, model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["generate", "--seeds", "0", "--outdir", "{file}"], "--outdir '{file}' is a file; pass a folder."),
-        (["generate", "--seeds", "0", "--outdir", "{file}/sub"], "cannot be created: '{file}' is a file."),
-        (["generate", "--seeds", "0", "--outdir", "{dir}", "--grid", "s.npz"], "--grid '{dir}/s.npz' is a folder"),
-        (["evaluate", "--metrics", "is", "--output", "{dir}"], "--output '{dir}' is a folder; pass a file name."),
-        (["evaluate", "--metrics", "is", "--output", "{file}/r.json"], "cannot be created: '{file}' is a file."),
-        (["stats", "--out", "{dir}/s.npz", "--train_data_dir", "{dir}"], "--out '{dir}/s.npz' is a folder"),
-        (["stats", "--out", "{file}/s.npz", "--train_data_dir", "{dir}"], "cannot be created: '{file}' is a file."),
+        (["generate", "--seeds", "0", "--output_dir", "{file}"], "--output_dir '{file}' is a file; pass a folder."),
+        (["generate", "--seeds", "0", "--output_dir", "{file}/sub"], "cannot be created: '{file}' is a file."),
+        (["generate", "--seeds", "0", "--output_dir", "{dir}", "--grid", "s.npz"], "--grid '{dir}/s.npz' is a folder"),
+        (["evaluate", "--metrics", "is", "--output_file", "{dir}"],
+         "--output_file '{dir}' is a folder; pass a file name."),
+        (["evaluate", "--metrics", "is", "--output_file", "{file}/r.json"], "cannot be created: '{file}' is a file."),
+        (["stats", "--output_file", "{dir}/s.npz", "--train_data_dir", "{dir}"],
+         "--output_file '{dir}/s.npz' is a folder"),
+        (["stats", "--output_file", "{file}/s.npz", "--train_data_dir", "{dir}"],
+         "cannot be created: '{file}' is a file."),
         (["convert", "--checkpoint", "c", "--preset", "cifar10", "--output_dir", "{file}/out"],
          "--output_dir '{file}/out' cannot be created: '{file}' is a file."),
     ],
@@ -258,7 +263,7 @@ def test_statistics_files_that_are_not_npz_are_never_unpickled(tmp_path, capsys)
 
 
 def test_bad_image_folders_in_stats(tmp_path, capsys, monkeypatch):
-    stats = ["stats", "--out", str(tmp_path / "s.npz"), *STANDIN, "--train_data_dir"]
+    stats = ["stats", "--output_file", str(tmp_path / "s.npz"), "--resolution", "8", *STANDIN, "--train_data_dir"]
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     line = error_of(capsys, *stats, str(tmp_path / "empty"))
@@ -359,6 +364,46 @@ def test_unreadable_official_args_files(content, message, official, tmp_path, ca
                                str(tmp_path / "flags.json"), "--output_dir", str(tmp_path / "out"))
 
 
+def test_a_checkpoint_that_does_not_fit_is_summarised_and_listed_in_full_with_verbose(official, tmp_path, capsys):
+    argv = ["convert", "--checkpoint", str(official[0]), "--preset", "cifar10", "--output_dir", str(tmp_path / "out")]
+    line = error_of(capsys, *argv)  # the fixture is a reduced cifar10 model: hundreds of keys do not fit the preset
+    hint = line.index("check --preset / --official_args against the flags the checkpoint was trained with")
+    counts = dict(re.findall(r"(missing keys|wrong shapes|unmapped keys) \((\d+)\): ", line))
+    assert int(counts["missing keys"]) > 3 and int(counts["wrong shapes"]) > 3, line
+    assert hint < line.index("missing keys (") and len(re.findall(r" and \d+ more", line)) == len(counts)
+    assert line.endswith("Run again with --verbose to list every key.") and len(line) < 1000
+
+    assert main([*argv, "--verbose"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("error: ") and "--verbose" not in lines[-1]
+    headers = [text for text in lines[:-1] if not text.startswith("  ")]
+    assert headers == [f"{kind} of the generator ({count}):" for kind, count in counts.items()]
+    assert len(lines) - 1 - len(headers) == sum(map(int, counts.values()))  # every key, one per line
+    assert not (tmp_path / "out").exists()
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal, where `transgan convert` draws its stage bar (off a terminal it draws none, tqdm's
+    default: the bar starts before the checkpoint is checked, and an error must stay the only line)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_convert_shows_its_stages_on_a_terminal_unless_no_progress(official, tmp_path, monkeypatch):
+    checkpoint, args = official
+    argv = ["convert", "--checkpoint", str(checkpoint), "--official_args", str(args)]
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main([*argv, "--output_dir", str(tmp_path / "shown")]) == 0
+    for stage in ("convert:", "reading the checkpoint", "mapping the weights", "writing the pipeline"):
+        assert stage in terminal.getvalue()
+    terminal.seek(0)
+    terminal.truncate()
+    assert main([*argv, "--output_dir", str(tmp_path / "quiet"), "--no_progress"]) == 0
+    assert terminal.getvalue() == ""
+
+
 def test_foreign_checkpoints_are_read_weights_only(official, tmp_path, capsys):
     checkpoint, args = official
 
@@ -388,18 +433,19 @@ def test_foreign_checkpoints_are_read_weights_only(official, tmp_path, capsys):
 
 def test_generate_stats_and_evaluate_write_with_umask_permissions(model_dir, tmp_path, capsys, umask_027):
     out = tmp_path / "images"
-    assert main(["generate", "--model", str(model_dir), "--seeds", "0-1", "--outdir", str(out), "--grid", "g.png"]) == 0
+    assert main(["generate", "--model", str(model_dir), "--seeds", "0-1", "--output_dir", str(out), "--grid",
+                 "g.png"]) == 0
     assert modes(out) == {("dir", 0o750), ("file", 0o640)}
     (tmp_path / "references").mkdir()
     for index in range(4):
         Image.new("RGB", (16, 16), (index * 60, 0, 0)).save(tmp_path / "references" / f"{index}.png")
     reference = tmp_path / "stats" / "reference.npz"
-    assert main(["stats", "--train_data_dir", str(tmp_path / "references"), "--out", str(reference), "--save_features",
-                 "--cache_dir", str(tmp_path / "cache"), *STANDIN]) == 0
+    assert main(["stats", "--train_data_dir", str(tmp_path / "references"), "--output_file", str(reference),
+                 "--resolution", "16", "--save_features", "--cache_dir", str(tmp_path / "cache"), *STANDIN]) == 0
     assert modes(reference) == {("file", 0o640)}
     result = tmp_path / "result.json"
     assert main(["evaluate", "--model", str(model_dir), "--reference", str(reference), "--metrics", "fid,kid,is",
-                 "--num_images", "4", "--is_splits", "2", "--output", str(result), *STANDIN]) == 0
+                 "--num_images", "4", "--is_splits", "2", "--output_file", str(result), *STANDIN]) == 0
     assert modes(result) == {("file", 0o640)} and "kid" in json.loads(result.read_text())["metrics"]
     capsys.readouterr()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import StandInFeatures
+from helpers import StandInFeatures, tiny_pipeline
 from PIL import Image
 
 from transgan_hf.cli import main
@@ -62,7 +62,8 @@ def reference_file(image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("stats") / "reference.npz"
     cache = tmp_path_factory.mktemp("datasets_cache")
     code = main(["stats", "--train_data_dir", str(image_folder), "--feature_extractor", "standin", "--save_features",
-                 "--out", str(out), "--batch_size", "16", "--cache_dir", str(cache), "--no_progress"])
+                 "--resolution", "32", "--output_file", str(out), "--batch_size", "16", "--cache_dir", str(cache),
+                 "--no_progress"])
     assert code == 0
     return out
 
@@ -81,12 +82,28 @@ def test_stats_writes_reference_statistics(reference_file):
     assert (statistics.num_images, statistics.feature_extractor) == (40, "standin")
 
 
+def test_stats_and_evaluate_draw_progress_bars_on_stderr_unless_no_progress(pipeline_dir, image_folder, capsys,
+                                                                            tmp_path):
+    stats = ["stats", "--train_data_dir", str(image_folder), "--feature_extractor", "standin", "--resolution", "32",
+             "--cache_dir", str(tmp_path / "cache"), "--output_file", str(tmp_path / "s.npz")]
+    evaluate = ["evaluate", "--model", str(pipeline_dir), "--feature_extractor", "standin", "--metrics", "is",
+                "--num_images", "6", "--batch_size", "4", "--is_splits", "2"]
+    for argv, bar, count in [(stats, "features: 100%", "40/40"), (evaluate, "evaluate: 100%", "6/6")]:
+        assert main([*argv, "--no_progress"]) == 0  # first: stats prepares the image folder (datasets' bars) here
+        assert capsys.readouterr().err == ""
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        final = captured.err.replace("\r", "\n").splitlines()[-1]
+        assert final.startswith(bar) and count in final, captured.err
+        assert "Loading weights" not in captured.err
+
+
 def test_evaluate_end_to_end(pipeline_dir, reference_file, capsys, tmp_path):
     output = tmp_path / "result.json"
     report = run_evaluate(
         capsys, "--model", str(pipeline_dir), "--reference", str(reference_file), "--num_images", str(NUM_IMAGES),
         "--metrics", "fid,kid,is", "--kid_subset_size", "10", "--kid_subsets", "5", "--is_splits", "2",
-        "--batch_size", "8", "--seed", "3", "--output", str(output),
+        "--batch_size", "8", "--seed", "3", "--output_file", str(output),
     )  # fmt: skip
     assert set(report["metrics"]) == {"fid", "kid", "kid_std", "is", "is_std"}
     assert np.isfinite(report["metrics"]["fid"]) and report["metrics"]["fid"] > 0
@@ -125,7 +142,7 @@ def test_evaluate_updates_the_model_card(pipeline_dir, reference_file, capsys, t
     folder = tmp_path / "pipeline"
     shutil.copytree(pipeline_dir, folder)
     report = run_evaluate(capsys, "--model", str(folder), "--reference", str(reference_file), "--num_images", "12",
-                          "--update_model_card", "--dataset", "synthetic-noise", "--dataset_split", "train")
+                          "--update_model_card", "--dataset_name", "synthetic-noise", "--split", "train")
     card = ModelCard.load(folder / "README.md")
     results = {result.metric_type: result for result in card.data.eval_results}
     assert results["fid"].metric_value == pytest.approx(report["metrics"]["fid"])
@@ -137,8 +154,8 @@ def test_evaluate_updates_the_model_card(pipeline_dir, reference_file, capsys, t
     "arguments,message",
     [
         (["--num_images", "8"], "need --reference"),
-        (["--metrics", "fid,precision"], "choose from"),
-        (["--metrics", "is", "--update_model_card"], "needs --dataset"),
+        (["--metrics", "fid,sharpness"], "choose from"),
+        (["--metrics", "is", "--update_model_card"], "needs --dataset_name"),
         (["--metrics", "is", "--feature_extractor", "no_such_network"], "Unknown feature network"),
         (["--metrics", "is", "--feature_extractor", "no_such_module:factory"], "Cannot import"),
         (["--reference", "missing.npz"], "transgan stats"),
@@ -165,24 +182,47 @@ def test_missing_inception_weights_are_one_clear_error(pipeline_dir, reference_f
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1
     assert "pt_inception-2015-12-05-6726825d.pth" in error and "--inception_weights" in error
-    code = main(["stats", "--train_data_dir", str(tmp_path), "--out", str(tmp_path / "s.npz")])
-    assert code == 2 and "pt_inception-2015-12-05-6726825d.pth" in capsys.readouterr().err
+    code = main(["stats", "--train_data_dir", str(tmp_path), "--resolution", "32", "--output_file",
+                 str(tmp_path / "s.npz")])
+    error = capsys.readouterr().err
+    assert code == 2 and "pt_inception-2015-12-05-6726825d.pth" in error and "--inception_weights" in error
 
 
 def test_stats_errors(tmp_path, capsys):
-    assert main(["stats", "--train_data_dir", str(tmp_path), "--out", "stats.txt"]) == 2
+    assert main(["stats", "--train_data_dir", str(tmp_path), "--output_file", "stats.txt"]) == 2
     assert "must end in .npz" in capsys.readouterr().err
     assert main(["stats", "--train_data_dir", str(tmp_path / "none"), "--feature_extractor", "standin",
-                 "--out", str(tmp_path / "s.npz")]) == 2
+                 "--resolution", "8", "--output_file", str(tmp_path / "s.npz")]) == 2
     assert "not a folder" in capsys.readouterr().err
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    Image.new("RGB", (8, 8)).save(mixed / "a.png")
-    Image.new("RGB", (9, 9)).save(mixed / "b.png")
-    code = main(["stats", "--train_data_dir", str(mixed), "--feature_extractor", "standin", "--out",
-                 str(tmp_path / "s.npz"), "--cache_dir", str(tmp_path / "cache"), "--no_progress"])
-    assert code == 2 and "--resolution" in capsys.readouterr().err
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_stats_measures_images_at_the_model_resolution_never_their_own(tmp_path, capsys):
+    """--resolution, else the image size of --model's generator; without either the command asks for one (images
+    at their own size would not match generated ones)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for index, size in enumerate([(24, 20), (20, 24), (30, 30), (21, 27)]):  # none 16 px, no two alike
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"{index}.png")
+    model = tmp_path / "model"
+    tiny_pipeline().save_pretrained(model)  # a 16 px generator
+    common = ["stats", "--train_data_dir", str(images), "--feature_extractor", "standin", "--save_features",
+              "--cache_dir", str(tmp_path / "cache"), "--no_progress"]
+
+    assert main([*common, "--output_file", str(tmp_path / "native.npz")]) == 2
+    error = capsys.readouterr().err
+    assert "give --resolution N" in error and "--model" in error and not (tmp_path / "native.npz").exists()
+
+    assert main([*common, "--model", str(model), "--output_file", str(tmp_path / "model.npz")]) == 0
+    assert json.loads(capsys.readouterr().out)["resolution"] == 16
+    assert main([*common, "--resolution", "16", "--output_file", str(tmp_path / "given.npz")]) == 0
+    capsys.readouterr()
+    from_model, given = load_statistics(tmp_path / "model.npz"), load_statistics(tmp_path / "given.npz")
+    assert from_model.features.shape == (4, 8) and np.array_equal(from_model.features, given.features)
+
+    assert main([*common, "--model", str(model), "--resolution", "32", "--output_file", str(tmp_path / "x.npz")]) == 2
+    assert "--resolution 32 differs from the 16 px images of --model" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------------------

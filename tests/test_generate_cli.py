@@ -57,7 +57,7 @@ def test_bad_seeds(text, match):
 
 def test_writes_one_png_per_seed_and_the_grid(pipeline_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["generate", "--model", str(pipeline_folder), "--seeds", "0-3,9", "--outdir", str(out),
+    code = main(["generate", "--model", str(pipeline_folder), "--seeds", "0-3,9", "--output_dir", str(out),
                  "--grid", "grid.png", "--batch_size", "4", "--device", "cpu"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["grid.png"] + [f"seed{s:04d}.png" for s in (0, 1, 2, 3, 9)]
@@ -76,20 +76,20 @@ def test_writes_one_png_per_seed_and_the_grid(pipeline_folder, tmp_path, capsys)
 
 def test_images_do_not_depend_on_batch_size_truncation_and_candidates_included(pipeline_folder, tmp_path):
     common = ["--model", str(pipeline_folder), "--seeds", "3,1,8", "--truncation", "0.7", "--num_candidates", "3"]
-    assert main(["generate", *common, "--outdir", str(tmp_path / "one"), "--batch_size", "1"]) == 0
-    assert main(["generate", *common, "--outdir", str(tmp_path / "three"), "--batch_size", "3"]) == 0
+    assert main(["generate", *common, "--output_dir", str(tmp_path / "one"), "--batch_size", "1"]) == 0
+    assert main(["generate", *common, "--output_dir", str(tmp_path / "three"), "--batch_size", "3"]) == 0
     for seed in (1, 3, 8):
         name = f"seed{seed:04d}.png"
         assert np.abs(read(tmp_path / "one" / name) - read(tmp_path / "three" / name)).max() <= 1
     plain = tmp_path / "plain"
-    assert main(["generate", "--model", str(pipeline_folder), "--seeds", "3", "--outdir", str(plain)]) == 0
+    assert main(["generate", "--model", str(pipeline_folder), "--seeds", "3", "--output_dir", str(plain)]) == 0
     assert not np.array_equal(read(plain / "seed0003.png"), read(tmp_path / "one" / "seed0003.png"))
 
 
 def test_bfloat16_images_are_within_a_few_levels_of_float32(pipeline_folder, tmp_path):
     common = ["--model", str(pipeline_folder), "--seeds", "0-7", "--batch_size", "8"]
-    assert main(["generate", *common, "--outdir", str(tmp_path / "fp32")]) == 0
-    assert main(["generate", *common, "--outdir", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    assert main(["generate", *common, "--output_dir", str(tmp_path / "fp32")]) == 0
+    assert main(["generate", *common, "--output_dir", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
     names = [f"seed{seed:04d}.png" for seed in range(8)]
     differences = np.abs(np.stack([read(tmp_path / "fp32" / name) - read(tmp_path / "bf16" / name) for name in names]))
     assert differences.any()  # really computed in bfloat16
@@ -100,8 +100,8 @@ CLI_SCRIPT = """
 import sys
 from transgan_hf.cli import main
 out = sys.argv[1]
-cached = main(["generate", "--model", "org/transgan-tiny", "--seeds", "0-1", "--outdir", out])
-missing = main(["generate", "--model", "org/not-cached", "--seeds", "0-1", "--outdir", out + "-missing"])
+cached = main(["generate", "--model", "org/transgan-tiny", "--seeds", "0-1", "--output_dir", out])
+missing = main(["generate", "--model", "org/not-cached", "--seeds", "0-1", "--output_dir", out + "-missing"])
 print(cached, missing)
 """
 
@@ -132,7 +132,7 @@ def test_loads_a_hub_id_from_the_cache_with_hf_hub_offline(pipeline_folder, tmp_
     ],
 )
 def test_bad_arguments_are_one_line_errors(pipeline_folder, tmp_path, capsys, extra, match):
-    args = {"--model": str(pipeline_folder), "--seeds": "0-1", "--outdir": str(tmp_path / "out")}
+    args = {"--model": str(pipeline_folder), "--seeds": "0-1", "--output_dir": str(tmp_path / "out")}
     for flag, value in zip(extra[::2], extra[1::2]):
         args[flag] = value
     assert main(["generate", *[item for pair in args.items() for item in pair]]) == 2
@@ -149,12 +149,12 @@ def test_model_and_output_problems_are_one_line_errors(tmp_path, capsys):
         (["--model", str(tmp_path / "missing")], "is not a folder"),
         (["--model", str(tmp_path)], "no model_index.json"),
         (["--model", str(no_discriminator), "--num_candidates", "2"], "has none"),
-        (["--model", str(no_discriminator), "--outdir", str(tmp_path / "file")], "is a file"),
+        (["--model", str(no_discriminator), "--output_dir", str(tmp_path / "file")], "is a file"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--model", str(no_discriminator), "--device", "cuda"], "CUDA is not available"))
     for extra, match in cases:
-        args = ["generate", "--seeds", "0", "--outdir", str(tmp_path / "out"), *extra]
+        args = ["generate", "--seeds", "0", "--output_dir", str(tmp_path / "out"), *extra]
         assert main(args) == 2, extra
         assert match in error_line(capsys.readouterr().err), extra
     assert not (tmp_path / "out").exists()
@@ -170,5 +170,17 @@ def test_help_reads_well(capsys):
         assert phrase in text
     assert "default: the bundled MNIST demo model" in " ".join(text.split())  # --model is optional
     with pytest.raises(SystemExit):
-        main(["generate", "--seeds", "0"])  # --outdir is required
-    assert "the following arguments are required: --outdir" in capsys.readouterr().err
+        main(["generate", "--seeds", "0"])  # --output_dir is required
+    assert "one of the arguments --output_dir is required" in capsys.readouterr().err
+
+
+def test_a_progress_bar_counts_the_images_on_stderr_unless_no_progress(pipeline_folder, tmp_path, capsys):
+    common = ["generate", "--model", str(pipeline_folder), "--seeds", "0-4", "--batch_size", "2"]
+    assert main([*common, "--output_dir", str(tmp_path / "shown")]) == 0
+    captured = capsys.readouterr()
+    final = captured.err.replace("\r", "\n").splitlines()[-1]
+    assert final.startswith("generate: 100%") and "5/5" in final, captured.err
+    assert "generate:" not in captured.out and "Loading weights" not in captured.err
+    assert main([*common, "--output_dir", str(tmp_path / "quiet"), "--no_progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith("Wrote 5 images")

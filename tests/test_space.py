@@ -465,3 +465,121 @@ def test_a_failed_load_is_reported_by_model_name_and_retried(app, tmp_path):
             space.generate(0, 1, 0.7, 1, "mine")
         assert "secret-location" not in refused.value.message  # the operator's folder is not shown to callers
     assert not space.pipelines._loading
+
+
+def test_the_model_card_panel_shows_the_cards_images(app, tmp_path):
+    """The card names its sample grid relative to the model folder, which Gradio does not serve: a local folder's
+    image is inlined, a Hub repo's comes from the Hub, and nothing outside the folder is ever read."""
+    import base64
+
+    from helpers import tiny_pipeline
+
+    folder = tmp_path / "with-samples"
+    tiny_pipeline().save_pretrained(folder, model_card_kwargs={"samples_image": "samples.png"})
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(folder / "samples.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    readme = folder / "README.md"
+    readme.write_text(readme.read_text() + "\n![outside](../secret.png) ![web](https://example.org/a.png)\n")
+    space = app.Space(app.load_config(["--models", f"mine={folder}"], environ={}))
+    _, card = space.describe_model("mine")
+    inlined = base64.b64encode((folder / "samples.png").read_bytes()).decode()
+    assert f"![Samples from this model](data:image/png;base64,{inlined})" in card
+    assert "](samples.png)" not in card and "secret.png" not in card and "*(outside: not shown here)*" in card
+    assert "![web](https://example.org/a.png)" in card and not card.startswith("---")
+
+    hub_model = app.LoadedModel(model=app.ServedModel("org/x", "org/x", is_hub=True), pipeline=None, folder=folder)
+    assert "![Samples from this model](https://huggingface.co/org/x/resolve/main/samples.png)" in hub_model.model_card()
+    (folder / "samples.png").write_bytes(b"\0" * (app.MAX_CARD_IMAGE_BYTES + 1))
+    local = app.LoadedModel(model=app.ServedModel("mine", str(folder), is_hub=False), pipeline=None, folder=folder)
+    assert "*(Samples from this model: not shown here)*" in local.model_card()  # too large to inline
+
+
+def test_the_model_card_panel_wraps_whole_words(app, space):
+    """Gradio's Markdown wraps with `overflow-wrap: anywhere`, which cuts the card's words mid-word in narrow table
+    columns; the panel's CSS wraps at word boundaries and lets wide tables scroll instead."""
+    import re
+
+    demo = app.build_demo(space)
+    panel = [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "model_card"]
+    assert len(panel) == 1 and isinstance(panel[0], app.gr.Markdown)
+    rules = {selector.strip(): body for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", app.CSS)
+             for selector in selectors.split(",")}
+    declarations = {name.strip(): value.strip() for name, _, value in
+                    (part.partition(":") for part in rules["#model_card *"].split(";") if part.strip())}
+    assert declarations["overflow-wrap"] == "break-word" and declarations["word-break"] == "normal"
+    assert "overflow-x: auto" in rules["#model_card table"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Projection tab (in-process: its event is not part of the public API)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def drawn_stroke(side: int = 256) -> Image.Image:
+    """A white vertical stroke on the black canvas, as the sketchpad's composite holds it."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (side, side))
+    ImageDraw.Draw(image).line([(side // 2, side // 6), (side // 2, side - side // 6)], fill="white", width=18)
+    return image
+
+
+def test_the_projection_tab_projects_a_drawing_and_walks_to_the_sample(app, space, models, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    drawing = {"background": None, "layers": [], "composite": drawn_stroke()}
+    result, frames, gif = space.project(drawing, 20, 3, 5)
+    assert [caption for _, caption in result] == ["your image, as the model sees it", "its projection"]
+    assert [caption for _, caption in frames] == ["0/4", "1/4", "2/4", "3/4", "4/4"]
+
+    pipeline = TransGANPipeline.from_pretrained(models[0])
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline.project(drawn_stroke(), num_steps=20, generator=torch.Generator().manual_seed(0))
+    assert np.abs(pixels(result[1][0]) - pipeline_pixels(expected.images[0])).max() <= 1
+    seen = np.asarray(Image.open(result[0][0]).convert("L"), dtype=np.int16)
+    assert seen.shape == (16, 16) and seen[4:12, 7:9].max(axis=1).min() > 120 and seen[:, :4].max() < 30  # 16 px
+    assert np.array_equal(pixels(frames[0][0]), pixels(result[1][0]))  # the walk starts at the projection
+    end = pipeline.sample_latents(1, torch.Generator().manual_seed(3), truncation=app.DEFAULT_TRUNCATION)
+    sample = pipeline(latents=end, generator=torch.Generator().manual_seed(0)).images[0]  # the projection's noise
+    assert np.abs(pixels(frames[-1][0]) - pipeline_pixels(sample)).max() <= 1
+    with Image.open(gif) as animation:
+        assert animation.format == "GIF" and animation.n_frames > 1
+
+
+def test_the_projection_tab_refuses_what_it_cannot_project(app, space, models, tmp_path):
+    stroke = drawn_stroke()
+    for arguments, message in [
+        ((None, 20, 0, 4), "Draw a digit or upload an image first."),
+        (({"composite": None, "layers": []}, 20, 0, 4), "Draw a digit or upload an image first."),
+        (({"composite": Image.new("RGB", (256, 256))}, 20, 0, 4),
+         "The image is blank: draw something or upload an image."),
+        (("digit.png", 20, 0, 4), "The image must be a picture, got 'digit.png'."),  # never a path on the server
+        ((stroke, 0, 0, 4), "Steps must be a whole number from 1 to 500, got 0."),
+        ((stroke, 501, 0, 4), "Steps must be a whole number from 1 to 500, got 501."),
+        ((stroke, 20, -1, 4), "Seed of the sample must be a whole number from 0 to 4294967295, got -1."),
+        ((stroke, 20, 0, 1), "Frames must be a whole number from 2 to 32, got 1."),
+        ((stroke, 20, 0, float("nan")), "Frames must be a whole number from 2 to 32, got nan."),
+    ]:
+        with pytest.raises(app.gr.Error) as refused:
+            space.project(*arguments)
+        assert refused.value.message == message
+    for value in not_a_model_values(tmp_path, models):
+        with pytest.raises(app.gr.Error) as refused:
+            space.project(stroke, 20, 0, 4, value)
+        assert refused.value.message == f"Unknown model {value!r}; this Space serves: tiny, tiny-no-discriminator."
+
+
+def test_the_sketchpad_draws_white_on_black_and_its_payload_reaches_the_handler(app, space, tmp_path):
+    """The canvas is opaque black (a transparent one would be flattened on white, and a white stroke would vanish), the
+    brush white, as the demo model's digits; Gradio's preprocessing of a drawing gives the handler its composite."""
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    demo = app.build_demo(space)
+    sketchpad = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "drawing")
+    assert isinstance(sketchpad, app.gr.Sketchpad) and sketchpad.brush.default_color == "#ffffff"
+    with Image.open(sketchpad.value["background"]["path"]) as background:
+        assert background.convert("RGB").getextrema() == ((0, 0),) * 3
+    stroke = tmp_path / "composite.png"
+    drawn_stroke().save(stroke)
+    value = sketchpad.preprocess(EditorData(background=None, layers=[], composite=FileData(path=str(stroke))))
+    assert app.drawn_image(value).getextrema() == ((0, 255),) * 3

@@ -4,6 +4,12 @@ Each command module defines `register(subparsers)`, which adds its parser and se
 Errors a user can fix are raised as `CommandError` and printed as one `error:` line on stderr, exit code 2 (no
 traceback). Commands turn the errors of the user's input and environment into `CommandError` where that input is
 read or the output written (`as_command_error`), so that a genuine bug elsewhere still shows its traceback.
+
+Flags share one vocabulary, the training script's (diffusers' `train_unconditional.py`): `--output_dir` for a folder
+written (generate, convert, export, training), `--output_file` for a single file (stats' `.npz`, evaluate's JSON,
+interpolate's video), `--dataset_name` / `--dataset_config_name` / `--train_data_dir` / `--split` / `--resolution` for
+data, `--model` for a pipeline, `--no_progress` to hide the progress bars (drawn on stderr). Spellings from before
+(`--outdir`, `--out`, `--output`, `--dataset`, `--dataset_split`) still work for one release (`add_renamed_argument`).
 """
 
 from __future__ import annotations
@@ -15,14 +21,19 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError
 
 COMMAND_MODULES = [
     "transgan_hf.commands.convert",
     "transgan_hf.commands.generate",
+    "transgan_hf.commands.interpolate",
+    "transgan_hf.commands.project",
+    "transgan_hf.commands.export",
     "transgan_hf.commands.evaluate",
     "transgan_hf.commands.stats",
+    "transgan_hf.commands.report",
 ]
 
 INPUT_ERRORS = (OSError, ValueError, TypeError, SafetensorError)
@@ -68,10 +79,46 @@ def check_output_path(path: str | os.PathLike, flag: str, folder: bool) -> Path:
     return path
 
 
+class DeprecatedSpelling(argparse.Action):
+    """A flag's spelling from before the shared vocabulary: stores into the current flag's destination and prints a
+    one-line notice naming the current flag on stderr (once per parse, even if given twice)."""
+
+    def __init__(self, option_strings: list[str], dest: str, current: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.current = current
+        self.noticed = False
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if not self.noticed:
+            print(f"warning: {option_string} is deprecated and will be removed in the next release; use "
+                  f"{self.current}.", file=sys.stderr)
+            self.noticed = True
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_argument(parser: argparse.ArgumentParser, flag: str, *old_flags: str, required: bool = False,
+                         **kwargs: Any) -> argparse.Action:
+    """Add `flag` (argparse keywords in `kwargs`) and keep its former spellings `old_flags` working for one release,
+    hidden from --help (`DeprecatedSpelling`). The spellings form a mutually exclusive group: any one satisfies
+    `required`, and two at once are refused."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    action = group.add_argument(flag, **kwargs)
+    for old in old_flags:
+        group.add_argument(old, action=DeprecatedSpelling, current=flag, dest=action.dest, type=action.type,
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return action
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """`--no_progress`: every command that can run for more than a few seconds draws a progress bar on stderr."""
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar (drawn on stderr)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transgan",
-        description="TransGAN (pure-transformer GAN) tools: sample images, convert official checkpoints, evaluate.",
+        description="TransGAN (pure-transformer GAN) tools: sample images and latent walks, convert official "
+                    "checkpoints, export to ONNX, evaluate.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -5,11 +5,12 @@
 
 The official checkpoint is a dict saved by `train_derived.py` (`gen_state_dict`, `avg_gen_state_dict` = EMA,
 `dis_state_dict`, ...; keys prefixed `module.`). It is read with `torch.load(weights_only=True)`: no code in the file
-runs. Every official key is mapped; any key left over, missing, or of the wrong shape stops the conversion with the
-full list, and nothing is written to the output folder. The int64 `relative_position_index` buffers are dropped
-(the models recompute them). The official flags are type-checked, and a misspelt flag name is refused rather than
-replaced by its default. An output folder that holds the checkpoint or the flags file is refused, with or without
-`--overwrite`: the conversion never deletes its own input.
+runs. Every official key is mapped; any key left over, missing, or of the wrong shape stops the conversion
+(`WeightMismatchError`: a summary, and every key in its `problems`), and nothing is written to the output folder.
+The int64 `relative_position_index` buffers are dropped (the models recompute them). The official flags are
+type-checked, and a misspelt flag name is refused rather than replaced by its default. An output folder that holds
+the checkpoint or the flags file is refused, with or without `--overwrite`: the conversion never deletes its own
+input.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from .atomic_files import move_entries_into_place, remove_stale_staging_folders, staging_folder
 from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
@@ -50,6 +52,28 @@ OFFICIAL_PRESETS = {
 
 class ConversionError(ValueError):
     """The checkpoint cannot be converted; the message says why and what to do."""
+
+
+class WeightMismatchError(ConversionError):
+    """The checkpoint's tensors do not fit the configured model. The message is a summary, the hint first, then the
+    count and first keys of each kind of problem (a wrong --preset gives hundreds); `problems` holds every key."""
+
+    SHOWN = 3
+
+    def __init__(self, what: str, problems: dict[str, list[str]]) -> None:
+        self.what, self.problems = what, {kind: entries for kind, entries in problems.items() if entries}
+        summary = "; ".join(
+            f"{kind} ({len(entries)}): {', '.join(entries[:self.SHOWN])}"
+            + (f" and {len(entries) - self.SHOWN} more" if len(entries) > self.SHOWN else "")
+            for kind, entries in self.problems.items()
+        )
+        super().__init__(f"The {what} weights do not match the configuration; check --preset / --official_args "
+                         f"against the flags the checkpoint was trained with. {summary}.")
+
+    @property
+    def shortened(self) -> bool:
+        """Whether the message leaves keys out."""
+        return any(len(entries) > self.SHOWN for entries in self.problems.values())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -294,18 +318,9 @@ def map_state_dict(
             continue
         mapped[key] = value.to(target.dtype)
     unmapped = sorted(k for k in official if k not in used and not _IGNORED_OFFICIAL.search(k))
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-    if wrong_shape:
-        problems.append(f"wrong shapes ({len(wrong_shape)}): " + ", ".join(wrong_shape))
-    if unmapped:
-        problems.append(f"unmapped keys ({len(unmapped)}): " + ", ".join(unmapped))
-    if problems:
-        raise ConversionError(
-            f"The {what} weights do not match the configuration: " + "; ".join(problems)
-            + ". Check --preset / --official_args against the flags the checkpoint was trained with."
-        )
+    if missing or wrong_shape or unmapped:
+        raise WeightMismatchError(what, {"missing keys": missing, "wrong shapes": wrong_shape,
+                                         "unmapped keys": unmapped})
     nonfinite = [official_key(key) for key, value in mapped.items()
                  if value.is_floating_point() and not torch.isfinite(value).all()]
     if nonfinite:
@@ -434,9 +449,13 @@ def convert(
     official_args: Mapping[str, Any] | str | os.PathLike | None = None,
     weights: str = "ema",
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Convert an official checkpoint into a `TransGANPipeline` folder (`model_index.json`, `generator/`,
-    `discriminator/`, and a `README.md` model card that carries the official non-commercial licence)."""
+    `discriminator/`, and a `README.md` model card that carries the official non-commercial licence). `progress`
+    shows the stages (reading, mapping, writing: seconds each for the 256 px checkpoints) in a bar on stderr. It
+    starts before the checkpoint is checked, so it is drawn on a terminal only and removed at the end: an error
+    stays the only line printed."""
     if (preset is None) == (official_args is None):
         raise ConversionError("Give exactly one of --preset or --official_args.")
     output_dir = Path(output_dir)
@@ -452,24 +471,30 @@ def convert(
     else:
         generator_config, discriminator_config = configs_from_preset(preset)
         gen_model, dis_model = OFFICIAL_PRESETS[preset]
-    checkpoint = load_official_checkpoint(checkpoint_path)
-    if checkpoint.get("gen_model", gen_model) != gen_model or checkpoint.get("dis_model", dis_model) != dis_model:
-        raise ConversionError(
-            f"The checkpoint was trained with {checkpoint.get('gen_model')} / {checkpoint.get('dis_model')}, but the "
-            f"configuration describes {gen_model} / {dis_model}; pick the matching --preset or --official_args."
+    with tqdm(total=3, desc="convert", unit="stage", disable=None if progress else True, leave=False) as bar:
+        bar.set_postfix_str("reading the checkpoint")
+        checkpoint = load_official_checkpoint(checkpoint_path)
+        if checkpoint.get("gen_model", gen_model) != gen_model or checkpoint.get("dis_model", dis_model) != dis_model:
+            raise ConversionError(
+                f"The checkpoint was trained with {checkpoint.get('gen_model')} / {checkpoint.get('dis_model')}, but "
+                f"the configuration describes {gen_model} / {dis_model}; pick the matching --preset or --official_args."
+            )
+        bar.update()
+        bar.set_postfix_str("mapping the weights")
+        generator, discriminator = convert_checkpoint(
+            checkpoint, generator_config, discriminator_config, gen_model, dis_model, weights
         )
-    generator, discriminator = convert_checkpoint(
-        checkpoint, generator_config, discriminator_config, gen_model, dis_model, weights
-    )
-
-    conversion = {
-        "Source": f"official TransGAN checkpoint `{Path(checkpoint_path).name}` ({gen_model} / {dis_model})",
-        "Generator weights": "EMA (`avg_gen_state_dict`)" if weights == "ema" else "raw (`gen_state_dict`)",
-        "Converted with": f"`transgan convert` (transgan_hf {_package_version()})",
-    }
-    pipeline = TransGANPipeline(generator=generator, discriminator=discriminator)
-    model_card_kwargs = {"converted_from_official": True, "training": conversion}
-    _write_atomically(output_dir, lambda folder: pipeline.save_pretrained(folder, model_card_kwargs))
+        bar.update()
+        bar.set_postfix_str("writing the pipeline")
+        conversion = {
+            "Source": f"official TransGAN checkpoint `{Path(checkpoint_path).name}` ({gen_model} / {dis_model})",
+            "Generator weights": "EMA (`avg_gen_state_dict`)" if weights == "ema" else "raw (`gen_state_dict`)",
+            "Converted with": f"`transgan convert` (transgan_hf {_package_version()})",
+        }
+        pipeline = TransGANPipeline(generator=generator, discriminator=discriminator)
+        model_card_kwargs = {"converted_from_official": True, "training": conversion}
+        _write_atomically(output_dir, lambda folder: pipeline.save_pretrained(folder, model_card_kwargs))
+        bar.update()
     return output_dir
 
 

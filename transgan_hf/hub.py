@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.constants import EVAL_RESULTS_FOLDER
 from huggingface_hub.errors import (
     GatedRepoError,
     HFValidationError,
@@ -101,10 +102,13 @@ def create_hub_repo(api: HfApi, repo_id: str, private: bool | None = None) -> st
 def upload_pipeline_folder(
     api: HfApi, folder: str | os.PathLike, repo_id: str, commit_message: str | None = None, create_pr: bool = False
 ) -> str:
-    """Upload a saved pipeline folder to an existing repo; returns the commit URL."""
+    """Upload a saved pipeline folder to an existing repo; returns the commit URL. Hidden entries stay local, except
+    the model card's `.eval_results/` (the Hub's evaluation-results files)."""
+    hidden = [f"{entry.name}*" for entry in Path(folder).iterdir()
+              if entry.name.startswith(".") and entry.name != EVAL_RESULTS_FOLDER]
     with hub_errors_explained(repo_id):
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=os.fspath(folder), commit_message=commit_message or "Upload TransGANPipeline",
-            create_pr=create_pr, ignore_patterns=[".*", "**/.*"],
+            create_pr=create_pr, ignore_patterns=[*hidden, "**/.*"],
         )
     return str(getattr(commit, "commit_url", commit))

@@ -1,9 +1,10 @@
 """Checked loading and saving of TransGAN models: `CheckedLoadingMixin` gives `from_pretrained` the checks that refuse,
 with one-line errors naming the file, what `transformers` would load silently wrong, and `save_pretrained` the umask's
-file permissions.
+file permissions. Both leave out the progress bars `transformers` draws for every model ("Loading weights",
+"Writing model shards"): every command drew one per pipeline component, each time it loaded or saved one.
 
-This file imports only `torch`, `safetensors` and `transformers`, so that it can be copied next to a Hub checkpoint as
-remote code (with `modeling_transgan.py`, which uses it).
+This file imports only `torch`, `safetensors`, `transformers` and `huggingface_hub` (which `transformers` requires), so
+that it can be copied next to a Hub checkpoint as remote code (with `modeling_transgan.py`, which uses it).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import huggingface_hub.utils
 import torch
 from safetensors import SafetensorError
 from transformers import PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -96,6 +100,39 @@ def load_report_dropped() -> Iterator[None]:
         logger.removeFilter(report_filter)
 
 
+class _ProgressBarSwitch:
+    """Turns `transformers`' progress bars off for the duration of a load or save and restores the previous setting
+    (`transformers` switches `huggingface_hub`'s with its own: a Hub id given to a model's `from_pretrained` downloads
+    without a bar; pipelines download before their components load). The setting is process-wide and loads may run in
+    threads at once (the Space), so the first to enter turns the bars off and the last to leave restores them."""
+
+    def __init__(self) -> None:
+        self.lock, self.depth = threading.Lock(), 0
+        self.hub_bars_were_off: bool | None = None  # None: the bars were off already, nothing to restore
+
+    @contextlib.contextmanager
+    def off(self) -> Iterator[None]:
+        with self.lock:
+            if self.depth == 0 and transformers_logging.is_progress_bar_enabled():
+                self.hub_bars_were_off = huggingface_hub.utils.are_progress_bars_disabled()
+                transformers_logging.disable_progress_bar()  # also turns huggingface_hub's off
+            self.depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.depth -= 1
+                if self.depth == 0 and self.hub_bars_were_off is not None:
+                    transformers_logging.enable_progress_bar()  # also turns huggingface_hub's on
+                    if self.hub_bars_were_off:
+                        huggingface_hub.utils.disable_progress_bars()
+                    self.hub_bars_were_off = None
+
+
+progress_bars_off = _ProgressBarSwitch().off
+"""Context manager: no `transformers` progress bars inside (see `_ProgressBarSwitch`)."""
+
+
 class CheckedLoadingMixin:
     """`from_pretrained` and `save_pretrained` of a `PreTrainedModel` (list it before `PreTrainedModel`)."""
 
@@ -121,7 +158,7 @@ class CheckedLoadingMixin:
         weights = check_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
         kwargs.update(use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True)
         try:
-            with load_report_dropped():  # the error below says the same in one line
+            with load_report_dropped(), progress_bars_off():  # the error below says the same in one line
                 model, loading_info = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except SafetensorError as error:
             raise OSError(f"{weights} is not a readable safetensors file ({error}); it is truncated or corrupt: "
@@ -136,7 +173,8 @@ class CheckedLoadingMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`; the weight files then get the umask's permissions (safetensors writes
         them `0600`, unreadable for other users and containers)."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+        with progress_bars_off():
+            result = super().save_pretrained(save_directory, *args, **kwargs)
         try:
             from . import atomic_files
         except ImportError:  # remote code without the transgan_hf package: the files keep safetensors' permissions

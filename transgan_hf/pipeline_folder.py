@@ -92,8 +92,8 @@ def save_pipeline(
         DiffusionPipeline.save_pretrained(pipeline, staging, **kwargs)
         if remote_code:
             write_remote_code(pipeline, staging)
-        card.save(staging / MODEL_CARD)
-        entries = [MODEL_INDEX, MODEL_CARD, *COMPONENTS, *remote_code_entries()]
+        model_card.save_model_card(card, staging)  # README.md and the card's .eval_results/
+        entries = [MODEL_INDEX, MODEL_CARD, model_card.EVAL_RESULTS_FOLDER, *COMPONENTS, *remote_code_entries()]
         move_entries_into_place(staging, save_directory, entries)
     samples_image = card_kwargs.get("samples_image")
     if samples_image and not (save_directory / samples_image).is_file():

@@ -2,9 +2,9 @@
 
 This module is also the pipeline code that `save_pretrained(folder, remote_code=True)` writes for diffusers alone
 (`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`; see `transgan_hf.remote_code`). So at module
-level it imports only torch, diffusers and sibling modules that travel with it; loading, saving and the Hub are
-package-only (`transgan_hf.pipeline_folder`), imported by name in the methods, out of the sight of diffusers' import
-scan.
+level it imports only torch, diffusers and sibling modules that travel with it; loading, saving, the Hub and
+projection are package-only (`transgan_hf.pipeline_folder`, `transgan_hf.projection`), imported by name in the
+methods, out of the sight of diffusers' import scan.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
 
 from .configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
 from .modeling_transgan import TransGANDiscriminator, TransGANGenerator
@@ -36,6 +37,7 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 MAX_SAMPLES_PER_CALL = 2**16
 """Samples (`batch_size * num_candidates`) of one call; larger jobs are several calls (`transgan generate` does it)."""
 MAX_INTERPOLATION_STEPS = 4096
+MAX_PROJECTION_STEPS = 100_000
 
 
 class TransGANPipeline(DiffusionPipeline):
@@ -220,6 +222,67 @@ class TransGANPipeline(DiffusionPipeline):
         return latents.shape[0]
 
     # -----------------------------------------------------------------------------------------------------------------
+    # Projection: package-only, in `transgan_hf.projection`
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def project(
+        self,
+        images: Any,
+        num_steps: int = 200,
+        num_starts: int = 4,
+        generator: torch.Generator | None = None,
+        noise_seed: int = 0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        record_every: int | None = None,
+    ) -> BaseOutput | tuple:
+        r"""Find the latents whose images reproduce `images` (projection, as StyleGAN2-ADA's `projector.py`).
+
+        The objective, the starts and the schedule are described in `transgan_hf.projection`. Offline: no perceptual
+        network is downloaded. Package-only (not part of the remote code).
+
+        Args:
+            images: a PIL image, an image file path, a NumPy array (`(H, W[, C])`, or `(B, H, W, C)`; uint8 or floats
+                in [0, 1]), a tensor in [0, 1] (`(C, H, W)` or `(B, C, H, W)`, as `output_type="pt"` gives), or a list
+                of these. Read as training reads images: converted to RGB, shorter side resized to the model's size,
+                centre-cropped.
+            num_steps: optimisation steps (1 to `MAX_PROJECTION_STEPS`).
+            num_starts: starting latents per image, the pool samples nearest to it; after the first 30 % of the steps
+                only the best one goes on.
+            generator: a `torch.Generator` drawing the pool of starting latents (seeded: reproducible results).
+            noise_seed: with noise injection, the noise is held fixed: that of
+                `torch.Generator().manual_seed(noise_seed)` for one image, so that
+                `pipe(latents=out.latents, generator=[torch.Generator().manual_seed(noise_seed) for _ in out.latents])`
+                gives the reconstructions back.
+            output_type: `"pil"`, `"np"` or `"pt"` for the reconstructions, as in `__call__`.
+            return_dict: return a [`~transgan_hf.projection.TransGANProjectionOutput`] instead of a tuple
+                `(images, latents)`.
+            record_every: also return the latents of every `record_every`-th step (`trajectory`, for an animation).
+
+        Returns `images` (the reconstructions), `latents` (`(B, latent_dim)` float32, CPU), `distances` (the final
+        multi-scale squared error of each image) and `trajectory`.
+        """
+        check_output_type(output_type)
+        if not isinstance(return_dict, bool):
+            raise ValueError(f"`return_dict` must be True or False, got {return_dict!r}.")
+        check_positive_int("num_steps", num_steps, 1, MAX_PROJECTION_STEPS)
+        check_positive_int("num_starts", num_starts)
+        check_seed("noise_seed", noise_seed)
+        if record_every is not None:
+            check_positive_int("record_every", record_every)
+        if not isinstance(generator, (torch.Generator, type(None))):
+            raise ValueError("`generator` must be one torch.Generator (it draws the pool of starting latents shared "
+                             f"by all images) or None, got {type(generator).__name__}.")
+        projection = package_only("project", "projection")
+        result = projection.project_images(self, images, num_steps, num_starts, generator, noise_seed, record_every)
+        images = self.image_processor.postprocess(result.images, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, result.latents)
+        return projection.TransGANProjectionOutput(images=images, latents=result.latents,
+                                                   distances=result.distances, trajectory=result.trajectory)
+
+    # -----------------------------------------------------------------------------------------------------------------
     # Loading, saving and sharing: package-only, in `transgan_hf.pipeline_folder`
     # -----------------------------------------------------------------------------------------------------------------
 
@@ -272,9 +335,10 @@ class TransGANPipeline(DiffusionPipeline):
         )
 
 
-def package_only(method: str) -> ModuleType:
-    """`transgan_hf.pipeline_folder`; a clear `ImportError` where this file runs as remote code."""
-    name = f"{__package__}.pipeline_folder"
+def package_only(method: str, module: str = "pipeline_folder") -> ModuleType:
+    """`transgan_hf.<module>` (default `pipeline_folder`); a clear `ImportError` where this file runs as remote
+    code."""
+    name = f"{__package__}.{module}"
     if importlib.util.find_spec(name) is None:
         raise ImportError(
             f"TransGANPipeline.{method} is part of the transgan_hf package, not of the remote code this pipeline was "

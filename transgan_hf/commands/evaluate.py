@@ -2,6 +2,10 @@
 
 Image `i` is generated with `torch.Generator().manual_seed(SeedSequence([seed, i]))`, so a result depends only on
 `--seed` and `--num_images` (not on `--batch_size` or the device count).
+
+Flags follow the shared vocabulary (`transgan_hf.cli`): the result is one file, so it is `--output_file` (folders are
+`--output_dir`), and the dataset of the model card entry is `--dataset_name` / `--split`, as in `transgan stats` and
+training. The former spellings `--output`, `--dataset` and `--dataset_split` still work for one release.
 """
 
 from __future__ import annotations
@@ -9,24 +13,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 from ..atomic_files import write_text_atomically
-from ..cli import INPUT_ERRORS, CommandError, as_command_error, check_minimums, check_output_path
+from ..cli import (
+    INPUT_ERRORS,
+    CommandError,
+    add_progress_argument,
+    add_renamed_argument,
+    as_command_error,
+    check_minimums,
+    check_output_path,
+)
 from .generate import resolve_device
 
 EXAMPLES = """\
 examples:
   transgan evaluate --model org/transgan-cifar10 --num_images 50000 --reference fid_stats_cifar10_train.npz
   transgan evaluate --model ./pipeline --reference cifar10_train.npz --metrics fid,kid,is --device cuda \\
-      --update_model_card --dataset cifar10 --dataset_split train
+      --update_model_card --dataset_name cifar10 --split train
   transgan evaluate --model ./mnist-demo --feature_extractor digits --reference mnist5k_digits.npz \\
       --metrics fid,is,confidence --num_images 5000        # reports fdd_mnist (not an FID), digit IS, confidence
 
 The Inception network needs pt_inception-2015-12-05-6726825d.pth (--inception_weights, $TRANSGAN_INCEPTION_WEIGHTS
-or the torch hub cache); nothing is downloaded. The JSON result goes to stdout (and to --output).
+or the torch hub cache); nothing is downloaded. The JSON result goes to stdout (and to --output_file).
 """
 
 
@@ -44,10 +55,12 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_feature_extractor(args: argparse.Namespace, device):
-    from ..metrics import build_feature_extractor
+    from ..metrics import build_feature_extractor, resolve_inception_weights
 
-    weights = args.inception_weights if args.feature_extractor == "inception" else None
     try:
+        weights = None
+        if args.feature_extractor == "inception":  # located here, so that a missing file names this command's flag
+            weights = resolve_inception_weights(args.inception_weights, flag="--inception_weights")
         return build_feature_extractor(args.feature_extractor, weights_path=weights, device=device)
     except (*INPUT_ERRORS, ImportError) as error:  # ImportError: an optional dependency is not installed
         raise CommandError(f"cannot load --feature_extractor {args.feature_extractor!r}: {error}") from None
@@ -66,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", metavar="STATS.npz",
                         help="reference statistics (`transgan stats`, or the official fid_stat files); FID/KID")
     parser.add_argument("--num_images", type=int, default=50_000, help="generated images (default: 50000)")
-    parser.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, is, confidence (default: fid)")
+    parser.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, is, confidence, precision, "
+                        "recall, density, coverage (default: fid)")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed SeedSequence([seed, i]) (default: 0)")
     add_feature_arguments(parser)
     parser.add_argument("--kid_subsets", type=int, default=100, help="KID subsets (default: 100)")
@@ -74,18 +88,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--is_splits", type=int, default=10, help="IS splits (default: 10)")
     parser.add_argument("--weights_kind", choices=["ema", "raw"],
                         help="record which generator weights the pipeline holds (default: read from its model card)")
-    parser.add_argument("--output", metavar="RESULT.json", help="also write the JSON result to this file")
+    add_renamed_argument(parser, "--output_file", "--output", metavar="RESULT.json",
+                         help="also write the JSON result to this file")
     parser.add_argument("--update_model_card", action="store_true",
                         help="write the results into the model card (README.md) of the --model folder")
-    parser.add_argument("--dataset", help="dataset name for the model card entry, e.g. cifar10")
-    parser.add_argument("--dataset_split", help="dataset split of the reference statistics, e.g. train")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_renamed_argument(parser, "--dataset_name", "--dataset",
+                         help="dataset name for the model card entry, e.g. cifar10")
+    add_renamed_argument(parser, "--split", "--dataset_split",
+                         help="dataset split of the reference statistics, e.g. train")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..hub import resolve_pipeline_folder
     from ..metrics import METRICS, evaluate_generator, load_statistics
+    from ..model_card import weights_kind_from_card
     from ..pipeline_transgan import TransGANPipeline
 
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
@@ -98,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--is_splits {args.is_splits} is more than --num_images {args.num_images}; lower it.")
     if {"fid", "kid"} & set(metrics) and args.reference is None:
         raise CommandError("FID/KID need --reference STATS.npz (create it with `transgan stats`).")
-    if args.update_model_card and not args.dataset:
-        raise CommandError("--update_model_card needs --dataset (the dataset name shown in the model card).")
+    if args.update_model_card and not args.dataset_name:
+        raise CommandError("--update_model_card needs --dataset_name (the dataset name shown in the model card).")
     if args.update_model_card and not os.path.isdir(args.model):
         raise CommandError("--update_model_card needs --model to be a local pipeline folder.")
-    if args.output:
-        check_output_path(args.output, "--output", folder=False)
+    if args.output_file:
+        check_output_path(args.output_file, "--output_file", folder=False)
     reference = None
     if args.reference is not None:
         with as_command_error():
@@ -138,31 +156,23 @@ def run(args: argparse.Namespace) -> int:
         "feature_extractor": result["feature_extractor"],
         "num_images": result["num_images"],
         "seed": result["seed"],
+        "options": {"kid_subsets": args.kid_subsets, "kid_subset_size": args.kid_subset_size,
+                    "is_splits": args.is_splits},  # the model card's protocol of KID and IS
         "reference": args.reference,
         "device": str(device),
         "seconds": round(seconds, 3),
     }
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
-    if args.output:
-        with as_command_error(f"cannot write --output {args.output!r}: "):
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomically(args.output, text + "\n")
+    if args.output_file:
+        with as_command_error(f"cannot write --output_file {args.output_file!r}: "):
+            Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(args.output_file, text + "\n")
     if args.update_model_card:
         from ..model_card import model_card_entries, update_model_card_metrics
 
         try:
-            update_model_card_metrics(args.model, model_card_entries(report, args.dataset, args.dataset_split))
+            update_model_card_metrics(args.model, model_card_entries(report, args.dataset_name, args.split))
         except (OSError, ValueError) as error:
             raise CommandError(f"cannot update the model card: {error}") from None
     return 0
-
-
-def weights_kind_from_card(folder: Path) -> str:
-    """'ema' or 'raw' from the "Generator weights" row of the model card (converted pipelines have one); else
-    'unknown'."""
-    card = folder / "README.md"
-    text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    match = re.search(r"\|\s*Generator weights\s*\|\s*(EMA|raw)\b", text, flags=re.IGNORECASE)
-    return match.group(1).lower() if match else "unknown"
-

@@ -1,10 +1,12 @@
-"""FID, KID and IS for TransGAN: the numeric core, the feature networks, and evaluation drivers.
+"""FID, KID, IS, precision/recall and density/coverage for TransGAN: the numeric core, the feature networks, and
+evaluation drivers.
 
 ```python
-from transgan_hf.metrics import compute_statistics, frechet_distance
+from transgan_hf.metrics import compute_statistics, frechet_distance, precision_recall
 
 mu1, sigma1 = compute_statistics(features1)  # (N, D) -> (D,), (D, D), float64
 fid = frechet_distance(mu1, sigma1, mu2, sigma2)
+precision_recall(real_features, fake_features, k=3)  # {"precision", "recall", "density", "coverage"}
 ```
 
 Paper-comparable numbers use the FID Inception network (`feature_extractor="inception"`, weights file
@@ -33,7 +35,9 @@ from .digits import (
     train_digit_classifier,
 )
 from .evaluation import (
+    FEATURE_METRICS,
     METRICS,
+    REFERENCE_METRICS,
     compute_metrics,
     compute_reference_statistics,
     evaluate_generator,
@@ -59,6 +63,7 @@ from .inception import (
     resolve_inception_weights,
     tf1_bilinear_resize,
 )
+from .precision_recall import PRDC_METRICS, kth_neighbour_radii, precision_recall
 from .reference import reference_batches
 
 EVALUATE_MODULES = ("fid", "kid", "inception_score")
@@ -72,7 +77,10 @@ def evaluate_module_path(name: str) -> str:
 
 
 __all__ = [
+    "FEATURE_METRICS",
     "METRICS",
+    "PRDC_METRICS",
+    "REFERENCE_METRICS",
     "DigitClassifier",
     "DigitFeatureExtractor",
     "EVALUATE_MODULES",
@@ -99,9 +107,11 @@ __all__ = [
     "images_to_uint8",
     "inception_score",
     "kernel_distance",
+    "kth_neighbour_radii",
     "load_digit_classifier",
     "load_fid_inception",
     "load_statistics",
+    "precision_recall",
     "reference_batches",
     "register_feature_extractor",
     "resolve_inception_weights",

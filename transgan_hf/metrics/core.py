@@ -181,7 +181,7 @@ def load_statistics(path: str | os.PathLike) -> ReferenceStatistics:
     if not path.is_file():
         raise FileNotFoundError(
             f"Reference statistics {str(path)!r} {'is a folder' if path.is_dir() else 'do not exist'}; create them "
-            "with `transgan stats --dataset_name ... --out FILE.npz` or use the official fid_stat/*.npz file."
+            "with `transgan stats --dataset_name ... --output_file FILE.npz` or use the official fid_stat/*.npz file."
         )
     try:
         data = np.load(path, allow_pickle=False) if zipfile.is_zipfile(path) else None

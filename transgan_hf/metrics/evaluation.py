@@ -25,8 +25,13 @@ from tqdm.auto import tqdm
 
 from .core import ReferenceStatistics, frechet_distance, inception_score, kernel_distance, load_statistics
 from .features import FeatureExtractor, images_to_uint8
+from .precision_recall import PRDC_METRICS, precision_recall
 
-METRICS = ("fid", "kid", "is", "confidence")
+METRICS = ("fid", "kid", "is", "confidence", *PRDC_METRICS)
+FEATURE_METRICS = ("kid", *PRDC_METRICS)
+"""Metrics that need the reference *features* (`transgan stats --save_features`), not only mu and sigma."""
+REFERENCE_METRICS = ("fid", *FEATURE_METRICS)
+"""Metrics computed against a reference set; IS and the classifier confidence need none."""
 
 GenerateFn = Callable[[list[torch.Generator]], torch.Tensor]
 """`generate_fn(generators) -> images (len(generators), 3, H, W)`, float in [0, 1] (or uint8), on any device; image
@@ -85,14 +90,17 @@ def compute_metrics(
     kid_subset_size: int = 1000,
     is_splits: int = 10,
     seed: int = 0,
+    nearest_k: int = 3,
 ) -> dict[str, float]:
-    """Metric values from generated-image features/logits, named as the feature network names them."""
+    """Metric values from generated-image features/logits, named as the feature network names them (precision,
+    recall, density and coverage keep their names unless the network's `metric_names` renames them; `nearest_k` is
+    their k, computed on the feature network's device)."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"Unknown metrics {unknown}; choose from {list(METRICS)}.")
     names = feature_extractor.metric_names
     results: dict[str, float] = {}
-    if {"fid", "kid"} & set(metrics):
+    if set(REFERENCE_METRICS) & set(metrics):
         reference = _check_reference(reference, feature_extractor, metrics)
     if "fid" in metrics:
         mu = features.astype(np.float64).mean(axis=0)
@@ -110,12 +118,16 @@ def compute_metrics(
             raise ValueError(f"The feature network {feature_extractor.name!r} has no classifier-confidence metric.")
         probabilities = torch.from_numpy(logits).double().softmax(dim=1)
         results[names["confidence"]] = float(probabilities.max(dim=1).values.mean())
+    if set(PRDC_METRICS) & set(metrics):
+        values = precision_recall(reference.features, features, k=nearest_k, device=_module_device(feature_extractor))
+        results.update({names.get(name, name): values[name] for name in PRDC_METRICS if name in metrics})
     return results
 
 
 def _check_reference(reference, feature_extractor: FeatureExtractor, metrics: Sequence[str]) -> ReferenceStatistics:
     if reference is None:
-        raise ValueError("FID/KID need reference statistics (an .npz from `transgan stats`, or reference images).")
+        needing = ", ".join(name for name in REFERENCE_METRICS if name in metrics)
+        raise ValueError(f"{needing} need reference statistics (an .npz from `transgan stats`, or reference images).")
     if not isinstance(reference, ReferenceStatistics):
         reference = load_statistics(reference)
     if reference.feature_extractor is not None and reference.feature_extractor != feature_extractor.name:
@@ -123,10 +135,11 @@ def _check_reference(reference, feature_extractor: FeatureExtractor, metrics: Se
             f"The reference statistics were computed with the feature network {reference.feature_extractor!r}, "
             f"but this evaluation uses {feature_extractor.name!r}; their values cannot be compared."
         )
-    if "kid" in metrics and reference.features is None:
+    needing = [name for name in FEATURE_METRICS if name in metrics]
+    if needing and reference.features is None:
         raise ValueError(
-            "KID needs the reference features, but the statistics file has only mu/sigma; recreate it with "
-            "`transgan stats ... --save_features`."
+            f"{', '.join(needing)} need the reference features, but the statistics file has only mu/sigma; recreate "
+            "it with `transgan stats ... --save_features`."
         )
     return reference
 
@@ -159,6 +172,7 @@ def evaluate_generator(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     is_splits: int = 10,
+    nearest_k: int = 3,
     progress: bool = True,
 ) -> dict:
     """Generate `num_images` images, extract features and compute `metrics` (on every rank when distributed).
@@ -173,9 +187,12 @@ def evaluate_generator(
     """
     if num_images < 2:
         raise ValueError(f"num_images must be at least 2, got {num_images}.")
+    if set(PRDC_METRICS) & set(metrics) and num_images <= nearest_k:
+        raise ValueError(f"Precision/recall/density/coverage with k = {nearest_k} need more than {nearest_k} images, "
+                         f"got {num_images}.")
     rank, world_size = _process_layout(accelerator)
     local_error = None
-    if rank == 0 and {"fid", "kid"} & set(metrics):
+    if rank == 0 and set(REFERENCE_METRICS) & set(metrics):
         # A reference that cannot be used fails now, not after generating every image. Only the main process holds
         # it (the metrics are computed there); the error reaches the other ranks through the gather below.
         try:
@@ -239,7 +256,7 @@ def evaluate_generator(
             all_logits = logits[keep][order].cpu().numpy() if with_logits else None
             payload = compute_metrics(
                 all_features, all_logits, reference, feature_extractor, metrics,
-                kid_subsets, kid_subset_size, is_splits, seed,
+                kid_subsets, kid_subset_size, is_splits, seed, nearest_k,
             )  # fmt: skip
         except Exception as caught:  # sent to the other ranks instead of leaving them waiting
             error, payload = caught, f"{type(caught).__name__}: {caught}"

@@ -41,6 +41,12 @@ INCEPTION_WEIGHTS_ENV = "TRANSGAN_INCEPTION_WEIGHTS"
 INCEPTION_WEIGHTS_SHA256_PREFIX = "6726825d"
 INCEPTION_INPUT_SIZE = 299
 INCEPTION_NUM_CLASSES = 1008
+UNVERIFIED_INCEPTION_PROTOCOL = (
+    "UNVERIFIED Inception weights (the file's SHA-256 is not the published FID network's), not comparable with "
+    "published FID/KID/IS: 2048-d pool_3 features of uint8 images, TF1 bilinear resize to 299, float64 statistics"
+)
+"""The protocol of a feature network whose weights file is not the published one: it never carries the published
+protocol's name, so that neither a JSON report nor a model card presents its numbers as TTUR FIDs."""
 
 
 class InceptionWeightsNotFoundError(FileNotFoundError):
@@ -52,13 +58,14 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_inception_weights(path: str | os.PathLike | None = None) -> Path:
-    """Locate the weights file: `path`, else `$TRANSGAN_INCEPTION_WEIGHTS`, else the torch hub cache."""
+def resolve_inception_weights(path: str | os.PathLike | None = None, flag: str = "--inception_weights") -> Path:
+    """Locate the weights file: `path`, else `$TRANSGAN_INCEPTION_WEIGHTS`, else the torch hub cache. `flag` is the
+    command-line flag that gives `path` in the command being run, which the error names."""
     if path is None:
         path = os.environ.get(INCEPTION_WEIGHTS_ENV) or None
         source = f"${INCEPTION_WEIGHTS_ENV}"
     else:
-        source = "--inception_weights"
+        source = flag
     if path is not None:
         if Path(path).is_file():
             return Path(path)
@@ -71,7 +78,7 @@ def resolve_inception_weights(path: str | os.PathLike | None = None) -> Path:
         problem = f"The FID Inception weights {INCEPTION_WEIGHTS_FILENAME} were not found."
     raise InceptionWeightsNotFoundError(
         f"{problem} Download {INCEPTION_WEIGHTS_URL} (pytorch-fid release; nothing is downloaded automatically) and "
-        f"pass --inception_weights PATH, set {INCEPTION_WEIGHTS_ENV}=PATH, or place it in {hub_checkpoint_dir()}/."
+        f"pass {flag} PATH, set {INCEPTION_WEIGHTS_ENV}=PATH, or place it in {hub_checkpoint_dir()}/."
     )
 
 
@@ -297,6 +304,7 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7b = InceptionBlock8(1280, max_pool_branch=False)
         self.Mixed_7c = InceptionBlock8(2048, max_pool_branch=True)
         self.fc = nn.Linear(2048, INCEPTION_NUM_CLASSES)
+        self.published_weights = False  # `load_fid_inception` sets it when the file has the published checksum
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
@@ -340,7 +348,8 @@ def load_fid_inception(weights_path: str | os.PathLike | None = None, dtype: tor
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})."
         )
     model.load_state_dict(state_dict, strict=True)
-    if not _sha256(path).startswith(INCEPTION_WEIGHTS_SHA256_PREFIX):
+    model.published_weights = _sha256(path).startswith(INCEPTION_WEIGHTS_SHA256_PREFIX)
+    if not model.published_weights:
         logger.warning(
             "%s has the FID Inception layout but not the published file's checksum: FID values will not be "
             "comparable with published ones.", path
@@ -379,6 +388,8 @@ class FIDInceptionFeatureExtractor(FeatureExtractor):
     def __init__(self, network: FIDInceptionV3) -> None:
         super().__init__()
         self.network = network
+        if not network.published_weights:
+            self.protocol = UNVERIFIED_INCEPTION_PROTOCOL
 
     @classmethod
     def from_weights(cls, weights_path: str | None = None) -> FIDInceptionFeatureExtractor:

@@ -2,11 +2,14 @@
 
 `parse_args` only reads the command line (and whether the named files exist); `loop.py` turns the result into the
 typed settings of each part. Every error is a `CommandError` naming the flag, printed as one `error:` line.
+`--help` ends with the recipe of every preset (`recipe_table`), `--print_recipe` prints the one the flags resolve to.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import sys
@@ -19,10 +22,13 @@ from accelerate.utils import LoggerType
 from ..cli import CommandError, check_output_path
 from ..configuration_transgan import TransGANDiscriminatorConfig, TransGANGeneratorConfig
 from ..data import MNIST_5K
-from ..metrics import METRICS
+from ..metrics import METRICS, resolve_inception_weights
 from .augment import AUGMENT_POLICIES, parse_policy
 from .losses import LOSS_TYPES, uses_gradient_penalty
 from .presets import TRAINING_PRESETS, TrainingRecipe, get_training_recipe, recipe_fields
+
+DEFAULT_SHUFFLE_BUFFER_SIZE = 1000
+"""--streaming's shuffle buffer per process (as `datasets`): undecoded images, in memory and in every checkpoint."""
 
 DESCRIPTION = "Train TransGAN with Accelerate on a Hugging Face dataset or an image folder."
 
@@ -82,12 +88,45 @@ def augment_policy(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def recipe_cell(value: Any) -> str:
+    """A recipe value as the --help table shows it."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def recipe_table() -> str:
+    """The defaults every preset gives the recipe flags, one row per flag and a column per preset (values too wide
+    for a column are listed under their flag), for the --help epilog."""
+    presets = list(TRAINING_PRESETS)
+    width = max(map(len, presets))
+    first = max(len(f"--{name}") for name in recipe_fields()) + 2
+    lines = ["recipe flags: the default of each preset ('-' = none). A flag given replaces the preset's value;",
+             "--print_recipe prints the values a command line resolves to.",
+             "  " + "".ljust(first) + "  ".join(name.ljust(width) for name in presets).rstrip()]
+    for name in recipe_fields():
+        cells = [recipe_cell(getattr(TRAINING_PRESETS[preset], name)) for preset in presets]
+        if max(map(len, cells)) <= width:
+            lines.append("  " + f"--{name}".ljust(first) + "  ".join(cell.ljust(width) for cell in cells).rstrip())
+        else:
+            lines.append(f"  --{name}")
+            lines += [" " * (2 + first) + f"{preset}: {cell}" for preset, cell in zip(presets, cells)]
+    return "\n".join(lines)
+
+
 def build_parser() -> TrainingArgumentParser:
     """The script's flags; every number has a range-checking type (`number`)."""
-    parser = TrainingArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter)
+    parser = TrainingArgumentParser(description=DESCRIPTION, epilog=recipe_table(),
+                                    formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--print_recipe", action="store_true",
+                        help="print the training recipe the preset and the flags resolve to, as JSON, and exit "
+                             "without training")
     model = parser.add_argument_group("model")
     model.add_argument("--preset", default="tiny", choices=sorted(TRAINING_PRESETS),
-                       help="architecture and training recipe (default: tiny, the CPU demo on mnist-5k)")
+                       help="architecture and training recipe (default: tiny, the CPU demo on mnist-5k; the recipe "
+                            "of each preset is listed at the end)")
     model.add_argument("--generator_config", help="generator config (JSON file or folder) replacing the preset's")
     model.add_argument("--discriminator_config", help="discriminator config (JSON file or folder), likewise")
     model.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward")
@@ -106,7 +145,14 @@ def build_parser() -> TrainingArgumentParser:
     data.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=None)
     data.add_argument("--skip_corrupt_images", action="store_true",
                       help="test-decode every image first and leave unreadable ones out (counted in the log)")
-    data.add_argument("--dataloader_num_workers", type=NON_NEGATIVE_COUNT, default=0)
+    data.add_argument("--dataloader_num_workers", type=NON_NEGATIVE_COUNT, default=0,
+                      help="data-loader worker processes (with --streaming: threads decoding each batch)")
+    data.add_argument("--streaming", action="store_true",
+                      help="read the dataset (Hub id, folder of parquet/webdataset shards, or --train_data_dir) as a "
+                           "stream: shards split among the processes, resumed exactly (training/README.md)")
+    data.add_argument("--shuffle_buffer_size", type=NON_NEGATIVE_COUNT,
+                      help="with --streaming: images in each process's shuffle buffer, saved in every checkpoint "
+                           "(default 1000; 0 = shard order only)")
 
     recipe = parser.add_argument_group("training recipe (defaults from the preset)")
     recipe.add_argument("--train_batch_size", type=COUNT, help="global discriminator batch per loader iteration")
@@ -195,15 +241,21 @@ def build_parser() -> TrainingArgumentParser:
     run.add_argument("--hub_model_id", help="org/name of the Hub model repo")
     run.add_argument("--hub_token")
     run.add_argument("--hub_private_repo", action="store_true")
-    run.add_argument("--license", default="apache-2.0", help="licence of the trained weights, for the model card")
+    run.add_argument("--license", help="licence of the trained weights (Hub id, e.g. mit), for the model card; "
+                     "default apache-2.0, and the card says that none was chosen")
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the flags (`CommandError` naming the flag); nothing is read or built yet."""
+    """Parse and check the flags (`CommandError` naming the flag); nothing is read or built yet. With
+    `--print_recipe`, print the resolved recipe and exit (`SystemExit(0)`, like --help)."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return resolve_recipe(args)
+    args = resolve_recipe(args)
+    if args.print_recipe:
+        print(json.dumps({"preset": args.preset, **dataclasses.asdict(training_recipe(args))}, indent=2))
+        raise SystemExit(0)
+    return args
 
 
 def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
@@ -233,6 +285,7 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
         images_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
         args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / images_per_step)
     resolve_evaluation_args(args)
+    resolve_streaming_args(args)
     if args.push_to_hub and not args.hub_model_id:
         raise CommandError("argument --push_to_hub: needs --hub_model_id org/name")
     if args.output_dir is None:
@@ -251,6 +304,20 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
                                + f"; choose from {', '.join(['none', 'all', *available])}")
     args.report_to = trackers or None
     return args
+
+
+def resolve_streaming_args(args: argparse.Namespace) -> None:
+    """The default and checks of --streaming and --shuffle_buffer_size."""
+    if not args.streaming:
+        if args.shuffle_buffer_size is not None:
+            raise CommandError("argument --shuffle_buffer_size: only with --streaming (a dataset read whole is "
+                               "shuffled whole every epoch)")
+        return
+    if args.shuffle_buffer_size is None:
+        args.shuffle_buffer_size = DEFAULT_SHUFFLE_BUFFER_SIZE
+    if args.eval_steps is not None and args.eval_reference == "train":
+        raise CommandError("argument --eval_reference: 'train' reads the whole training set, which --streaming does "
+                           "not download; give statistics from `transgan stats` (an .npz)")
 
 
 def resolve_evaluation_args(args: argparse.Namespace) -> None:
@@ -272,6 +339,11 @@ def resolve_evaluation_args(args: argparse.Namespace) -> None:
     if "kid" in args.eval_metrics and args.eval_num_images < 1000:
         raise CommandError("argument --eval_num_images: KID uses subsets of 1000 images; raise it to >= 1000 or drop "
                            "kid from --eval_metrics")
+    if args.eval_feature_extractor == "inception":  # checked here so that a missing file names this script's flag
+        try:
+            resolve_inception_weights(args.eval_inception_weights, flag="--eval_inception_weights")
+        except OSError as error:
+            raise CommandError(f"argument --eval_inception_weights: {error}") from None
 
 
 def load_model_configs(args: argparse.Namespace) -> tuple[TransGANGeneratorConfig, TransGANDiscriminatorConfig]:

@@ -41,10 +41,14 @@ RUN_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp|\.old)?$")
 STATE_FILE = "training_state_{rank}.pt"
 ARGS_FILE = "training_args.json"
 KILL_ENV = "TRANSGAN_KILL_DURING_CHECKPOINT"
-ADDED_STATE_FIELDS = ("overhead_seconds",)
-"""`TrainingState` fields newer than some checkpoints: those keep the fresh value (0) when resuming them."""
-RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "num_processes", "seed")
-"""Settings that fix the data order and the meaning of a step; a resumed run must keep them."""
+ADDED_STATE_FIELDS = ("overhead_seconds", "data_position")
+"""`TrainingState` fields newer than some checkpoints: those keep the fresh value when resuming them."""
+RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "seed", "streaming",
+                     "shuffle_buffer_size")
+"""Settings that fix the data order and the meaning of a step; a resumed run must keep them (and the number of
+processes, checked first: every process resumes its own random streams and data position)."""
+ADDED_SETTINGS = {"streaming": False, "shuffle_buffer_size": None}
+"""Settings newer than some checkpoints, with the value those were written with."""
 
 
 @dataclass
@@ -57,6 +61,7 @@ class TrainingState:
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     train_seconds: float = 0.0  # wall-clock of the training loop, summed over resumed segments
     overhead_seconds: float = 0.0  # the part of it spent in checkpoints, sample grids and evaluations
+    data_position: dict = field(default_factory=dict)  # --streaming: where this process is in `epoch` (ImageStream)
     commands: list[str] = field(default_factory=list)
 
     def kimg(self, train_batch_size: int) -> float:
@@ -212,7 +217,13 @@ def check_resume_settings(path: Path, current: Mapping[str, Any], configs: Seque
     except (OSError, ValueError) as error:
         raise CommandError(f"argument --resume_from_checkpoint: {path} is not a readable checkpoint of this training "
                            f"script ({error}); resume from another checkpoint or start a new --output_dir.") from None
-    clashes = [f"--{k} {saved.get(k)} -> {current.get(k)}" for k in RESUME_MUST_MATCH if saved.get(k) != current.get(k)]
+    if saved.get("num_processes") != current.get("num_processes"):
+        raise CommandError(f"argument --resume_from_checkpoint: {path} was written by {saved.get('num_processes')} "
+                           f"process(es) and this run has {current.get('num_processes')}; every process resumes its "
+                           "own data position and random streams, so resume with `accelerate launch --num_processes "
+                           f"{saved.get('num_processes')}` (all machines together), or start a new --output_dir.")
+    before, after = ({k: run.get(k, ADDED_SETTINGS.get(k)) for k in RESUME_MUST_MATCH} for run in (saved, current))
+    clashes = [f"--{k} {before[k]} -> {after[k]}" for k in RESUME_MUST_MATCH if before[k] != after[k]]
     for config, (folder, saved_config) in zip(configs, saved_configs):  # the architecture: the config's own fields
         ours, theirs = (json.loads(c.to_json_string(use_diff=False)) for c in (config, saved_config))
         clashes += [f"{folder} {name} {theirs.get(name)} -> {ours.get(name)}"

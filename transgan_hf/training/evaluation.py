@@ -14,6 +14,9 @@ from accelerate.logging import get_logger
 from ..cli import CommandError
 from ..data import CorruptImageError, DatasetError, find_image_column
 from ..metrics import (
+    FEATURE_METRICS,
+    PRDC_METRICS,
+    REFERENCE_METRICS,
     ReferenceStatistics,
     build_feature_extractor,
     compute_reference_statistics,
@@ -26,6 +29,9 @@ from .dataloader import ImageSource
 from .distributed import on_main_process
 
 logger = get_logger(__name__, log_level="INFO")
+
+NEAREST_K = 3
+"""k of precision/recall/density/coverage during training (the papers' value)."""
 
 
 @dataclass
@@ -72,7 +78,8 @@ class EvaluationSettings:
 
 
 class MetricEvaluation:
-    """The `--eval_steps` hook: FID/KID/IS (or, on MNIST-5k, the digit-classifier metrics) of the EMA generator.
+    """The `--eval_steps` hook: FID/KID/IS, precision/recall/density/coverage (or, on MNIST-5k, the digit-classifier
+    metrics) of the EMA generator.
 
     Every process generates its share of `num_images` images and extracts their features; the features are
     gathered and the main process computes the metrics (`transgan_hf.metrics.evaluate_generator`, which never leaves
@@ -84,6 +91,10 @@ class MetricEvaluation:
     def __init__(self, accelerator: Accelerator, settings: EvaluationSettings) -> None:
         self.every_steps = settings.every_steps
         self.settings = settings
+        prdc = [name for name in PRDC_METRICS if name in settings.metrics]
+        if prdc and settings.num_images <= NEAREST_K:
+            raise CommandError(f"argument --eval_num_images: {', '.join(prdc)} use the {NEAREST_K} nearest neighbours; "
+                               f"give more than {NEAREST_K} images, got {settings.num_images}.")
         self.batch_size = settings.batch_size
         try:
             self.feature_extractor = build_feature_extractor(
@@ -93,12 +104,14 @@ class MetricEvaluation:
         except (OSError, ValueError, ImportError) as error:
             raise CommandError(f"argument --eval_feature_extractor: {settings.feature_extractor!r}: {error}") from None
         self.reference: ReferenceStatistics | None = None
-        if {"fid", "kid"} & set(settings.metrics):
-            self.reference = on_main_process(
-                accelerator, lambda: self._load_reference(needs_features="kid" in settings.metrics))
+        if set(REFERENCE_METRICS) & set(settings.metrics):
+            needs_features = [name for name in FEATURE_METRICS if name in settings.metrics]
+            self.reference = on_main_process(accelerator, lambda: self._load_reference(needs_features))
         self.latest: dict[str, Any] | None = None
 
-    def _load_reference(self, needs_features: bool) -> ReferenceStatistics:
+    def _load_reference(self, needs_features: list[str]) -> ReferenceStatistics:
+        """The reference of FID (mu, sigma) and, when `needs_features` names metrics (KID, precision, ...), its
+        features."""
         settings = self.settings
         if settings.reference != "train":
             try:
@@ -106,14 +119,16 @@ class MetricEvaluation:
             except (OSError, ValueError) as error:
                 raise CommandError(f"argument --eval_reference: {error}") from None
             if needs_features and reference.features is None:
-                raise CommandError(f"KID needs reference features, but {settings.reference!r} has only mu/sigma; "
-                                   "make it with `transgan stats ... --save_features` or drop kid from --eval_metrics.")
+                named = ", ".join(needs_features)
+                raise CommandError(f"{named} need reference features, but {settings.reference!r} has only mu/sigma; "
+                                   f"make it with `transgan stats ... --save_features` or drop {named} from "
+                                   "--eval_metrics.")
             return reference
         try:
             dataset = settings.training_images.load()
             column = find_image_column(dataset, settings.training_images.image_column)
             batches = reference_batches(dataset, column, len(dataset), self.batch_size, settings.resolution)
-            return compute_reference_statistics(batches, self.feature_extractor, keep_features=needs_features)
+            return compute_reference_statistics(batches, self.feature_extractor, keep_features=bool(needs_features))
         except (DatasetError, CorruptImageError, ValueError) as error:
             raise CommandError(f"Cannot compute the evaluation reference from the training images: {error}") from None
 
@@ -128,7 +143,8 @@ class MetricEvaluation:
 
         result = evaluate_generator(
             generate, settings.num_images, self.feature_extractor, self.reference, accelerator=context.accelerator,
-            batch_size=self.batch_size, seed=settings.seed, metrics=settings.metrics, progress=False,
+            batch_size=self.batch_size, seed=settings.seed, metrics=settings.metrics, nearest_k=NEAREST_K,
+            progress=False,
         )  # fmt: skip
         self.latest = {
             "step": context.step, "kimg": round(context.kimg, 3), "metrics": result["metrics"],

@@ -19,9 +19,16 @@ import torch
 from accelerate import Accelerator
 from huggingface_hub import HfApi
 
-from ..atomic_files import write_bytes_atomically, write_text_atomically
-from ..hub import create_hub_repo, upload_pipeline_folder
-from ..model_card import make_model_card, model_card_entries
+from ..atomic_files import write_bytes_atomically
+from ..hub import create_hub_repo, looks_like_local_path, upload_pipeline_folder
+from ..model_card import (
+    WEIGHTS_ROW,
+    make_model_card,
+    model_card_entries,
+    portable_command,
+    portable_path,
+    save_model_card,
+)
 from ..pipeline_transgan import TransGANPipeline
 from .checkpointing import TrainingState
 from .dataloader import ImageSource
@@ -43,7 +50,7 @@ class RunDescription:
     hardware: str  # `describe_hardware`
     official_d_grad_leak: bool = False
     mixed_precision: str = "no"
-    license: str = "apache-2.0"
+    license: str | None = None  # --license; None: not given, and the card says the default licence was not chosen
     eval_reference: str = "train"  # what `--eval_steps` metrics were measured against
     repo_id: str | None = None
 
@@ -75,17 +82,30 @@ def describe_loss(recipe: TrainingRecipe) -> str:
     return ", ".join([recipe.loss, *penalties])
 
 
+def describe_training_data(images: ImageSource) -> tuple[str | None, str]:
+    """The Hub dataset id of the training images (None for local data) and how the card names them; local paths are
+    shown relative to the working directory or as `<local folder>/NAME`, never as this machine's absolute path."""
+    name = images.dataset_name
+    if name is None:
+        return None, f"image folder {portable_path(images.train_data_dir)}"
+    if os.path.exists(name) or looks_like_local_path(name):
+        return None, f"dataset folder {portable_path(name)}"
+    hub_id = HUB_DATASET_IDS.get(name, name)
+    return hub_id, name
+
+
 def model_card_arguments(run: RunDescription, state: TrainingState, samples_image: str | None = None,
                          evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`make_model_card` arguments of the run; `evaluation` is the last `--eval_steps` result (used if it is of the
     final step)."""
     recipe = run.recipe
+    hub_dataset, dataset_text = describe_training_data(run.images)
     kimg = state.kimg(recipe.train_batch_size)
     ema_text = (f"fixed decay {recipe.ema_decay} per G update" if recipe.ema_decay is not None
                 else f"half-life {recipe.ema_kimg} kimg, warm-up {recipe.ema_warmup}")
     training = {
         "preset": run.preset,
-        "dataset": run.images.dataset_name or f"image folder {run.images.train_data_dir}",
+        "dataset": dataset_text,
         "steps (generator updates)": str(state.step),
         "discriminator updates": str(state.step * recipe.n_critic),
         "kimg (real images seen)": f"{kimg:.1f}",
@@ -94,24 +114,27 @@ def model_card_arguments(run: RunDescription, state: TrainingState, samples_imag
         "loss": f"{describe_loss(recipe)}, n_critic {recipe.n_critic}, Adam lr {recipe.learning_rate} betas "
                 f"({recipe.adam_beta1}, {recipe.adam_beta2}), grad clip {recipe.max_grad_norm or 'off'}",
         "EMA": ema_text,
+        WEIGHTS_ROW: "EMA (the pipeline holds the EMA generator)",
         "DiffAugment": recipe.diffaug_policy,
         "D gradients during G update": "official leak" if run.official_d_grad_leak else "frozen",
         "precision": "fp32" if run.mixed_precision == "no" else f"{run.mixed_precision} autocast",
         "wall-clock": str(datetime.timedelta(seconds=round(state.train_seconds))),
         "hardware": run.hardware,
-        "exact command": " ; then ".join(state.commands),
+        "exact command": " ; then ".join(portable_command(command) for command in state.commands),
         "seed": str(run.seed),
     }
-    dataset_name = run.images.dataset_name
-    hub_dataset = HUB_DATASET_IDS.get(dataset_name, dataset_name)
-    datasets = [hub_dataset] if hub_dataset and not os.path.exists(hub_dataset) else []
-    card_kwargs = {"license": run.license, "datasets": datasets, "training": training,
-                   "samples_image": samples_image}
+    seen = f"{kimg:.1f} thousand images shown over {state.step} generator updates"
+    if hub_dataset:
+        link = f"[{hub_dataset}](https://huggingface.co/datasets/{hub_dataset})"
+        subset = f"`{dataset_text}`, from " if dataset_text != hub_dataset else ""
+        data_text = f"Trained on {subset}{link} ({seen})."
+    else:
+        data_text = f"Trained on local images ({dataset_text}, not published with the model; {seen})."
+    card_kwargs = {"license": run.license, "datasets": [hub_dataset] if hub_dataset else [], "training": training,
+                   "samples_image": samples_image, "training_data": data_text}
     if evaluation is not None and evaluation["step"] == state.step:
         report = {**evaluation, "weights": {"kind": "ema"}}
-        reference = "training images" if run.eval_reference == "train" else f"reference {run.eval_reference}"
-        report["protocol"] += f"; {reference}"
-        card_kwargs["metrics"] = model_card_entries(report, hub_dataset or "custom",
+        card_kwargs["metrics"] = model_card_entries(report, hub_dataset or dataset_text,
                                                     "train" if run.eval_reference == "train" else None)
     if run.repo_id:
         card_kwargs["repo_id"] = run.repo_id
@@ -134,8 +157,7 @@ def complete_model_card(pipeline: TransGANPipeline, pipeline_dir: Path, run: Run
     if samples_image is not None:
         write_bytes_atomically(pipeline_dir / "samples.png", samples_image.read_bytes())
     card_kwargs = model_card_arguments(run, state, "samples.png" if samples_image else None, evaluation)
-    card = make_model_card(pipeline, remote_code=remote_code, **card_kwargs)
-    write_text_atomically(pipeline_dir / "README.md", str(card))
+    save_model_card(make_model_card(pipeline, remote_code=remote_code, **card_kwargs), pipeline_dir)
 
 
 def upload_pipeline(pipeline_dir: Path, state: TrainingState, *, repo_id: str, token: str | None = None,

@@ -46,8 +46,8 @@ from .checkpointing import (
     prepare_output_dir,
     resolve_resume_path,
 )
-from .dataloader import ImageSource, batches, build_dataloader
-from .distributed import needs_cpu_flag, on_main_process
+from .dataloader import ImageSource, ImageStream, batches, build_dataloader
+from .distributed import check_shared_output_dir, needs_cpu_flag, on_main_process
 from .evaluation import EvaluationContext, EvaluationHook, EvaluationSettings, MetricEvaluation
 from .export import RunDescription, complete_model_card, describe_hardware, export_pipeline, upload_pipeline
 from .reporting import SampleWriter, TrainingLog
@@ -59,6 +59,17 @@ ENTRY_SCRIPT = Path(__file__).resolve().parents[2] / "training" / "train.py"
 """The script the model card's "exact command" names when `main` is called without `script` (from Python)."""
 OTHER_RANK_GRACE_SECONDS = 20
 """How long a process other than the main one waits before reporting an error itself (see `cli_main`)."""
+
+
+class ProgressBarLogHandler(logging.StreamHandler):
+    """Log lines on stderr through `tqdm.write`, which lifts the progress bar off its line first and redraws it
+    after: a line logged during the loop (an evaluation, a warning) would otherwise be glued onto the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
 
 
 @dataclass
@@ -146,7 +157,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         cpu=needs_cpu_flag(),
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.WARNING,
+                        handlers=[ProgressBarLogHandler()])
     transformers.utils.logging.disable_progress_bar()  # one "Writing model shards" bar per saved model otherwise
     check_batch_sizes(args, accelerator.num_processes)
     settings = run_settings(args, accelerator.num_processes)
@@ -159,11 +171,19 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     configure_cpu_memory(args.cpu_memory_reuse, accelerator.device)
-    dataloader, transform, num_images, num_skipped = build_dataloader(
-        accelerator, image_source(args), resolution=args.resolution, batch_size=args.train_batch_size,
-        seed=args.seed, center_crop=args.center_crop, random_flip=args.random_flip,
-        skip_corrupt_images=args.skip_corrupt_images, num_workers=args.dataloader_num_workers,
-    )
+    loaders, stream = [], None  # a DataLoader for Accelerate to prepare, or a stream each process reads itself
+    data_options = dict(resolution=args.resolution, batch_size=args.train_batch_size, seed=args.seed,
+                        center_crop=args.center_crop, random_flip=args.random_flip,
+                        skip_corrupt_images=args.skip_corrupt_images, num_workers=args.dataloader_num_workers)
+    if args.streaming:
+        stream = ImageStream.build(accelerator, image_source(args), buffer_size=args.shuffle_buffer_size,
+                                   **data_options)
+        images_description = stream.describe()
+    else:
+        dataloader, transform, num_images, num_skipped = build_dataloader(accelerator, image_source(args),
+                                                                          **data_options)
+        loaders = [dataloader]
+        images_description = f"{num_images} images ({num_skipped} unreadable skipped)"
     metric_evaluation = (MetricEvaluation(accelerator, evaluation_settings(args, accelerator.num_processes))
                          if args.eval_steps else None)  # fails before training
 
@@ -173,8 +193,8 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         gradient_checkpointing=args.gradient_checkpointing, compile=args.compile,
     )
     generator_optimizer, discriminator_optimizer = build_optimizers(generator, discriminator, recipe)
-    generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader = accelerator.prepare(
-        generator, discriminator, generator_optimizer, discriminator_optimizer, dataloader
+    generator, discriminator, generator_optimizer, discriminator_optimizer, *loaders = accelerator.prepare(
+        generator, discriminator, generator_optimizer, discriminator_optimizer, *loaders
     )
     trainer = GANTrainer(accelerator, generator, discriminator, generator_optimizer, discriminator_optimizer, ema,
                          recipe, seed=args.seed,
@@ -186,6 +206,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
 
     # The run's state: a fresh start or the checkpoint to resume; logs and sample grids.
     on_main_process(accelerator, lambda: prepare_output_dir(output_dir, overwritten))  # the first write there
+    check_shared_output_dir(accelerator, output_dir)
     state = TrainingState()
     if last_checkpoint is not None:
         checkpointer.load(last_checkpoint, state)
@@ -202,7 +223,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
                                                       if isinstance(v, (int, float, str, bool))})
     iterations_per_step = args.n_critic * args.gradient_accumulation_steps
     logger.info(
-        f"{num_images} images ({num_skipped} unreadable skipped), {accelerator.num_processes} process(es) on "
+        f"{images_description}, {accelerator.num_processes} process(es) on "
         f"{accelerator.device}; {args.max_train_steps} steps of 1 G update + {args.n_critic} D updates; global "
         f"batches D {args.train_batch_size} x {args.gradient_accumulation_steps}, G {args.gen_batch_size} x "
         f"{args.gen_gradient_accumulation_steps}; D gradients during G update: "
@@ -223,7 +244,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     # The loop: one step = one G update and `n_critic` D updates; logs, checkpoints, grids and evaluations between.
     progress = tqdm(total=args.max_train_steps, initial=state.step, desc="steps", unit="step",
                     disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    data = batches(accelerator, dataloader, transform, state)
+    data = stream.batches(state) if stream else batches(accelerator, loaders[0], transform, state)
     interval_start, interval_kimg, overhead = time.perf_counter(), state.kimg(args.train_batch_size), 0.0
     segment_start, segment_seconds = time.perf_counter(), state.train_seconds
     trained = state.train_seconds - state.overhead_seconds  # progress/train_seconds at the last step

@@ -24,7 +24,7 @@ logger = get_logger(__name__, log_level="INFO")
 class TrainingLog:
     """`training_log.jsonl` in the output folder: one JSON object per logged step (losses, speed, evaluations).
 
-    What the trackers get, in a form scripts can read without TensorBoard (`scripts/demo_report.py` plots it). On
+    What the trackers get, in a form scripts can read without TensorBoard (`transgan report` plots it). On
     resume, rows after the checkpoint's step (written by the interrupted run) are dropped, so each step appears once
     per kind of row; so is a row that cannot be read (the last one, torn when the run was killed), with a warning.
     """
