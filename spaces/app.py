@@ -68,7 +68,7 @@ GIF_MIN_SIDE = 192
 GIF_FRAME_MS = 120
 PROJECTION_STEPS = 200
 MAX_PROJECTION_STEPS = 500
-"""Optimisation steps of one projection: about 10 s for the demo model on a 2-vCPU Space."""
+"""Optimisation steps of one projection: about 10 s for the demo model on one CPU core."""
 SKETCH_SIDE = 256
 """Pixels per side of the drawing canvas; drawings are resized to the model's size."""
 DEFAULT_TRUNCATION = 0.7

@@ -256,13 +256,6 @@ def test_bad_inputs_are_refused_in_one_line(pipe, arguments, message):
 
 
 @pytest.fixture(scope="module")
-def pipeline_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "pipe"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def image_files(tmp_path_factory, made):
     """A generated image (PNG) and a greyscale JPEG of another size."""
     folder = tmp_path_factory.mktemp("images")
@@ -299,6 +292,8 @@ def test_the_command_writes_reconstructions_latents_and_videos(pipeline_folder, 
             assert np.abs(np.asarray(written, np.int16) - np.asarray(again, np.int16)).max() <= 1
         with Image.open(out / f"{name}_projection.gif") as video:
             assert video.n_frames == 7 and video.size == (512, 256)  # steps 0-5 and the result; 16 px enlarged 16x
+            video.seek(6)
+            assert video.info["duration"] > 1000  # the result is held
 
 
 def test_the_command_without_video_and_progress(pipeline_folder, image_files, tmp_path, capsys):

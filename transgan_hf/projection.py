@@ -2,13 +2,15 @@
 for TransGAN's generator, which has no mapping network: the latent optimised is the generator's input `z`).
 
 `TransGANPipeline.project` calls `project_images`. The method, chosen by measurement on the bundled demo model
-(`benchmarks/projection_quality.py`; figures in benchmarks/README.md):
+(`benchmarks/projection_quality.py`; figures in `benchmarks/results/2026-11-29_projection_demo.md`):
 
-- **Objective**: mean squared pixel error at several scales (the full image and its 2x and 4x average-pooled copies),
-  so that the coarse shape weighs as much as the detail; where the target is pure black or white, the generator's
-  raw output only has to reach it (images are clipped to [-1, 1] when shown). No perceptual network is downloaded:
-  the loss works offline for any pipeline. The discriminator's hidden features as a further term were measured and
-  left out (real digits were read as the right digit less often).
+- **Objective**: mean squared pixel error at three scales (the full image and its 2x and 4x average-pooled copies),
+  so that the coarse shape weighs as much as the detail. Where a target pixel is pure black or white, the generator's
+  raw output only has to reach it, since images are clipped to [-1, 1] when shown (little change on the demo model;
+  a generator whose raw output overshoots far could otherwise never match). Nothing is downloaded (no perceptual
+  network), so it works offline for any pipeline. Measured and left out: the discriminator's hidden features as a
+  further term (real digits were read as the same digit no more often, and it needs a discriminator and its pass at
+  every step).
 - **Latent prior**: the latents stay on the sphere of radius `sqrt(latent_dim)`, where nearly all the standard
   normal latents the generator was trained on lie (renormalised after every step). Off that sphere the optimisation
   finds images the generator never learnt to make; a soft penalty on the norm helped less.
@@ -145,15 +147,14 @@ def as_decodable(item: Any) -> Any:
 
 
 def distance(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """`(B,)` the objective: `multiscale_error` of the raw generator images, clipped to the target where the target is
-    pure black or white (-1 or 1). Images are clipped to [-1, 1] when shown, so a raw value beyond a saturated target
-    pixel costs nothing, and the optimisation does not spend itself pulling it back."""
+    """`(B,)` the objective: `multiscale_error` of the raw generator images clipped to the target where the target is
+    pure black or white (-1 or 1), as they are clipped when shown."""
     shown = torch.where(targets >= 1, images.clamp(max=1), torch.where(targets <= -1, images.clamp(min=-1), images))
     return multiscale_error(shown, targets)
 
 
 def multiscale_error(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """`(B,)` mean squared error, averaged over the full size and `SCALES - 1` halvings (pairs row by row)."""
+    """`(B,)` mean squared error (pairs row by row), averaged over the full size and `SCALES - 1` halvings."""
     errors = []
     for scale in range(SCALES):
         if scale:
@@ -295,7 +296,7 @@ def nearest_starts(
     generator: torch.Generator | None,
     pass_size: int,
 ) -> torch.Tensor:
-    """`(B, num_starts, latent_dim)`: for each target, the pool latents whose images are nearest to it."""
+    """`(B, num_starts, latent_dim)`: for each target, the pool latents whose images (as shown) are nearest to it."""
     pool = onto_sphere(pipeline.sample_latents(max(POOL_SIZE, num_starts), generator).to(targets.device))
     errors = torch.cat([multiscale_error_matrix(render(pool[i:i + pass_size]).clamp(-1, 1), targets)
                         for i in range(0, len(pool), pass_size)], dim=1)

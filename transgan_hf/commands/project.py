@@ -2,10 +2,10 @@
 projector.py).
 
 For every image `<name>.<ext>` it writes `<name>_projected.png` (the reconstruction) and `<name>_latent.npy` (a `(1,
-latent_dim)` float32 array: `pipe(latents=torch.from_numpy(np.load(path)))` draws the reconstruction again, with the
-noise of `--noise_seed` when the model injects noise) into `--output_dir`; with `--video`, also
-`<name>_projection.gif`, the image beside the reconstruction as the optimisation goes. A progress bar counts the
-steps on stderr (`--no_progress` hides it).
+latent_dim)` float32 array) into `--output_dir`; `pipe(latents=torch.from_numpy(np.load(path)),
+generator=torch.Generator().manual_seed(noise_seed))` draws the reconstruction again (the generator only matters for
+models with noise injection). With `--video`, also `<name>_projection.gif`: the image beside the reconstruction as the
+optimisation goes. A progress bar counts the steps on stderr (`--no_progress` hides it).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from ..data import decode_image
 from ..pipeline_transgan import MAX_PROJECTION_STEPS, TransGANPipeline
 from ..projection import target_pixels
 from .generate import resolve_device, write_image
+from .interpolate import write_animation
 
 VIDEO_FRAMES = 60
 """About this many frames of the optimisation go into a `--video` animation, whatever the number of steps."""
 VIDEO_MIN_SIDE = 256
 """Animation frames are enlarged by a whole factor (nearest neighbour) to at least this many pixels high."""
-VIDEO_FRAME_MS = 80
+VIDEO_FPS = 12
 
 EXAMPLES = """\
 examples:
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         write_image(result.images[index], outdir / f"{name}_projected.png")
         write_latent(result.latents[index:index + 1].numpy(), outdir / f"{name}_latent.npy")
     if args.video:
-        write_videos(pipeline, images, result.trajectory, args.noise_seed, [outdir / f"{name}_projection.gif"
-                                                                            for name in names])
+        videos = [outdir / f"{name}_projection.gif" for name in names]
+        write_videos(pipeline, images, result.trajectory, args.noise_seed, videos)
     files = "_projected.png, _latent.npy" + (", _projection.gif" if args.video else "")
     print(f"Projected {len(names)} image{'s' * (len(names) != 1)} into {outdir} ({files})")
     return 0
@@ -142,7 +143,9 @@ def write_videos(pipeline: TransGANPipeline, images: list[Image.Image], trajecto
     frames = [pipeline(latents=latents, generator=[torch.Generator().manual_seed(noise_seed) for _ in latents]).images
               for latents in trajectory]
     for index, (target, path) in enumerate(zip(targets, paths)):
-        write_animation([side_by_side(target, step[index]) for step in frames], path)
+        video = [side_by_side(target, step[index]) for step in frames]
+        with as_command_error(f"cannot write {str(path)!r}: "):
+            write_animation(video + video[-1:] * VIDEO_FPS, path, VIDEO_FPS)  # the result held for a second
 
 
 def side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
@@ -154,9 +157,3 @@ def side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
         frame.paste(enlarged, (column * left.width * scale, 0))
     return frame
 
-
-def write_animation(frames: list[Image.Image], path: Path) -> None:
-    """A looping GIF that holds the last frame (the result) for a second."""
-    durations = [VIDEO_FRAME_MS] * (len(frames) - 1) + [1000]
-    with as_command_error(f"cannot write {str(path)!r}: "), atomic_write(path) as temporary:
-        frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
