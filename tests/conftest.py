@@ -36,6 +36,16 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory) -> Path:
+    """`tests.helpers.tiny_pipeline()` saved once per test module (noise injection included, strength 0.5)."""
+    from helpers import tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("model") / "pipe"
+    tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Training: micro models on 16 synthetic images (seconds per run)
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import re
 
 import pytest
 import transformers
-from helpers import tiny_pipeline
 
 from transgan_hf import TransGANPipeline
 from transgan_hf.cli import CommandError, build_parser, main
@@ -32,13 +31,6 @@ RENAMED = [  # command, former spelling, flag, the other flags the command needs
     ("evaluate", "--dataset", "--dataset_name", ["--model", "m"]),
     ("evaluate", "--dataset_split", "--split", ["--model", "m"]),
 ]
-
-
-@pytest.fixture(scope="module")
-def pipeline_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "pipe"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 def visible_flags(parser: argparse.ArgumentParser) -> set[str]:

@@ -17,13 +17,6 @@ from transgan_hf.cli import CommandError, main
 from transgan_hf.commands.generate import parse_seeds
 
 
-@pytest.fixture(scope="module")
-def pipeline_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "pipe"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
-
-
 def read(path) -> np.ndarray:
     return np.asarray(Image.open(path), dtype=np.int16)
 

@@ -14,14 +14,6 @@ from transgan_hf.cli import main
 from transgan_hf.commands.interpolate import walk
 
 
-@pytest.fixture(scope="module")
-def pipeline_folder(tmp_path_factory):
-    """The tiny pipeline, noise injection included (strength 0.5), so that fixed noise along the walk matters."""
-    folder = tmp_path_factory.mktemp("model") / "pipe"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
-
-
 def interpolate(pipeline_folder, output_file, *flags: str) -> None:
     assert main(["interpolate", "--model", str(pipeline_folder), "--output_file", str(output_file), "--no_progress",
                  *flags]) == 0

@@ -53,13 +53,6 @@ def read(path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pipeline_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "pipe"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def exported(pipeline_folder, tmp_path_factory, single_thread):
     """`transgan export --discriminator` of the tiny pipeline (noise injection in both networks): the folder."""
     folder = tmp_path_factory.mktemp("onnx") / "exported"
