@@ -408,6 +408,28 @@ def test_lazy_gradient_penalty_runs_every_nth_update_with_n_times_the_weight(mic
         parse_args(micro_args(tmp_path / "b", "--gp_interval", "2", "--loss", "hinge"))
 
 
+def test_gp_batch_shrink_takes_the_penalty_on_a_fraction_of_the_interpolates(micro_args, run_training_in_process,
+                                                                              tmp_path, monkeypatch):
+    """--gp_batch_shrink 2: the WGAN-GP penalty sees half of each batch of 4 (real and fake paired alike); the card
+    says so; values that leave no interpolate, or a loss without WGAN-GP, are refused."""
+    sizes = []
+    original = trainer.gradient_penalty
+
+    def recording_penalty(critic, real, fake, phi=1.0, generator=None):
+        sizes.append((real.shape[0], fake.shape[0]))
+        return original(critic, real, fake, phi=phi, generator=generator)
+
+    monkeypatch.setattr(trainer, "gradient_penalty", recording_penalty)
+    output = tmp_path / "shrink"
+    run_training_in_process(micro_args(output, "--max_train_steps", "1", "--gp_batch_shrink", "2"))
+    assert sizes == [(2, 2)] * 4  # 2 D updates x 2 micro-batches of 4 images, each penalised on 2
+    assert "gradient penalty phi 1.0 on 1/2 of the batch" in (output / "pipeline" / "README.md").read_text()
+    with pytest.raises(CommandError, match="--gp_batch_shrink 8 leaves no interpolate of the 4 images"):
+        run_training_in_process(micro_args(tmp_path / "a", "--max_train_steps", "1", "--gp_batch_shrink", "8"))
+    with pytest.raises(CommandError, match="argument --gp_batch_shrink: shrinks the WGAN-GP interpolates"):
+        parse_args(micro_args(tmp_path / "b", "--gp_batch_shrink", "2", "--loss", "hinge"))
+
+
 def test_r1_and_r2_penalties_are_lazy_and_weighted_by_half_gamma_times_the_interval(
         micro_args, run_training_in_process, tmp_path, monkeypatch):
     """--r1_gamma 4 --r2_gamma 2 --gp_interval 3: both penalties on D updates 0 and 3 only, R1 at the real images

@@ -170,6 +170,10 @@ def build_parser() -> TrainingArgumentParser:
                         help="lazy regularisation (StyleGAN2): the gradient penalty (WGAN-GP, R1, R2) only on every "
                              "N-th D update, weighted by N, saving (N-1)/N of its cost. 1 = every update (official). "
                              "Keep N small for WGAN losses: 2 kept a WGAN-GP recipe's quality, 4 diverged")
+    recipe.add_argument("--gp_batch_shrink", type=COUNT,
+                        help="WGAN-GP: the penalty on 1/N of the batch's real/fake interpolates (an unbiased estimate "
+                             "of the same mean, at 1/N of its cost; StyleGAN2's pl_batch_shrink). 1 = the whole batch "
+                             "(official)")
     recipe.add_argument("--learning_rate", type=POSITIVE)
     recipe.add_argument("--adam_beta1", type=FRACTION, help="in [0, 1)")
     recipe.add_argument("--adam_beta2", type=FRACTION, help="in [0, 1)")
@@ -281,6 +285,9 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
     if args.gp_interval > 1 and not (wgan or args.r1_gamma > 0 or args.r2_gamma > 0):
         raise CommandError(f"argument --gp_interval: spaces out the gradient penalty, which --loss {args.loss} does "
                            "not have here; drop the flag, add --r1_gamma/--r2_gamma, or choose a WGAN-GP loss")
+    if args.gp_batch_shrink > 1 and not wgan:
+        raise CommandError(f"argument --gp_batch_shrink: shrinks the WGAN-GP interpolates, which --loss {args.loss} "
+                           "does not use; drop the flag or choose a WGAN-GP loss")
     if args.max_train_kimg is not None:
         images_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
         args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / images_per_step)
@@ -385,6 +392,10 @@ def check_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
         if getattr(args, name) % num_processes:
             raise CommandError(f"--{name} {getattr(args, name)} is a global batch and must be divisible by the "
                                f"{num_processes} processes.")
+    per_process = args.train_batch_size // num_processes
+    if args.gp_batch_shrink > per_process:
+        raise CommandError(f"--gp_batch_shrink {args.gp_batch_shrink} leaves no interpolate of the {per_process} images "
+                           f"each process has per D batch; use at most {per_process}.")
 
 
 def training_recipe(args: argparse.Namespace) -> TrainingRecipe:

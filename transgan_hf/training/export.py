@@ -74,6 +74,8 @@ def describe_loss(recipe: TrainingRecipe) -> str:
     """The loss and its penalties, e.g. `nonsaturating, R1 gamma 0.1 (every 4 D updates, x 4)`."""
     if uses_gradient_penalty(recipe.loss):
         penalties = [f"gradient penalty phi {recipe.phi}"]
+        if recipe.gp_batch_shrink > 1:
+            penalties[-1] += f" on 1/{recipe.gp_batch_shrink} of the batch"
     else:
         penalties = [f"{name} gamma {gamma:g}" for name, gamma in (("R1", recipe.r1_gamma), ("R2", recipe.r2_gamma))
                      if gamma > 0]

@@ -36,6 +36,7 @@ class TrainingRecipe:
     r1_gamma: float
     r2_gamma: float
     gp_interval: int
+    gp_batch_shrink: int
     learning_rate: float
     adam_beta1: float
     adam_beta2: float
@@ -68,6 +69,7 @@ _OFFICIAL = dict(
     r1_gamma=0.0,
     r2_gamma=0.0,
     gp_interval=1,
+    gp_batch_shrink=1,
     learning_rate=1e-4,
     adam_beta1=0.0,
     adam_beta2=0.99,

@@ -6,7 +6,8 @@ iterations; the generator update comes right after the first one, as in the offi
 `no_grad`; D loss on DiffAugment-ed real and fake images (`wgangp-eps`, `wgangp`, `hinge` or `nonsaturating`) plus,
 for the WGAN-GP losses, the gradient penalty (weight 10/phi^2) on augmented interpolates, for the others the optional
 R1 / R2 penalties (weight gamma/2) on the real / generated images (with `gp_interval` N only every N-th D update,
-weighted by N: StyleGAN2's lazy regularisation, not in the official code); backward; every
+weighted by N: StyleGAN2's lazy regularisation, not in the official code; `gp_batch_shrink` N takes the WGAN-GP
+penalty on the first 1/N of the interpolates, like StyleGAN2's `pl_batch_shrink`); backward; every
 `gradient_accumulation_steps` iterations clip D's gradient norm to `max_grad_norm` and step Adam. The generator update
 accumulates `gen_gradient_accumulation_steps` micro-batches of `-mean D(augment(G(z)))`, clips and steps; the EMA
 generator is then updated with the official half-life formula (`ema_kimg`, `ema_warmup`) or a fixed `ema_decay`.
@@ -197,7 +198,8 @@ class GANTrainer:
             fake_logits = self._logits(critic, fake, twice_differentiable=r2)
             loss = discriminator_loss(real_logits, fake_logits, recipe.loss)
             if wgan_penalty:
-                penalty = gradient_penalty(critic, real.detach(), fake.detach(), phi=recipe.phi,
+                kept = real.shape[0] // recipe.gp_batch_shrink  # lazy subsampling: the first `kept` pairs
+                penalty = gradient_penalty(critic, real[:kept].detach(), fake[:kept].detach(), phi=recipe.phi,
                                            generator=self.noise_rng)
                 loss = loss + self.gp_weight * recipe.gp_interval * penalty
                 self.sums["loss/gradient_penalty"] += penalty.detach()
