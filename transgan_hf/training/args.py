@@ -394,8 +394,8 @@ def check_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
                                f"{num_processes} processes.")
     per_process = args.train_batch_size // num_processes
     if args.gp_batch_shrink > per_process:
-        raise CommandError(f"--gp_batch_shrink {args.gp_batch_shrink} leaves no interpolate of the {per_process} images "
-                           f"each process has per D batch; use at most {per_process}.")
+        raise CommandError(f"--gp_batch_shrink {args.gp_batch_shrink} leaves no interpolate of the {per_process} "
+                           f"images each process has per D batch; use at most {per_process}.")
 
 
 def training_recipe(args: argparse.Namespace) -> TrainingRecipe:
