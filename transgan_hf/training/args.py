@@ -282,10 +282,11 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
         if wgan and getattr(args, flag) > 0:
             raise CommandError(f"argument --{flag}: --loss {args.loss} has its own gradient penalty (--phi); use R1/R2 "
                                f"with --loss nonsaturating or hinge, or set --{flag} 0")
-    if args.gp_interval > 1 and not (wgan or args.r1_gamma > 0 or args.r2_gamma > 0):
+    # A preset's lazy-penalty settings that the chosen loss has no use for are left alone; only flags given are refused.
+    if "gp_interval" in explicit and args.gp_interval > 1 and not (wgan or args.r1_gamma > 0 or args.r2_gamma > 0):
         raise CommandError(f"argument --gp_interval: spaces out the gradient penalty, which --loss {args.loss} does "
                            "not have here; drop the flag, add --r1_gamma/--r2_gamma, or choose a WGAN-GP loss")
-    if args.gp_batch_shrink > 1 and not wgan:
+    if "gp_batch_shrink" in explicit and args.gp_batch_shrink > 1 and not wgan:
         raise CommandError(f"argument --gp_batch_shrink: shrinks the WGAN-GP interpolates, which --loss {args.loss} "
                            "does not use; drop the flag or choose a WGAN-GP loss")
     if args.max_train_kimg is not None:
@@ -393,7 +394,7 @@ def check_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
             raise CommandError(f"--{name} {getattr(args, name)} is a global batch and must be divisible by the "
                                f"{num_processes} processes.")
     per_process = args.train_batch_size // num_processes
-    if args.gp_batch_shrink > per_process:
+    if uses_gradient_penalty(args.loss) and args.gp_batch_shrink > per_process:
         raise CommandError(f"--gp_batch_shrink {args.gp_batch_shrink} leaves no interpolate of the {per_process} "
                            f"images each process has per D batch; use at most {per_process}.")
 
