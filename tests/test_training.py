@@ -21,6 +21,7 @@ from transgan_hf.cli import CommandError
 from transgan_hf.training import loop, trainer
 from transgan_hf.training.args import load_model_configs, parse_args, training_recipe
 from transgan_hf.training.checkpointing import ARGS_FILE, KILL_ENV, check_resume_settings, list_checkpoints
+from transgan_hf.training.export import describe_loss
 from transgan_hf.training.presets import TRAINING_PRESETS, get_training_recipe
 from transgan_hf.training.reporting import TrainingLog
 from transgan_hf.training.trainer import GANTrainer, NonFiniteError, build_models, build_optimizers
@@ -428,6 +429,18 @@ def test_gp_batch_shrink_takes_the_penalty_on_a_fraction_of_the_interpolates(mic
         run_training_in_process(micro_args(tmp_path / "a", "--max_train_steps", "1", "--gp_batch_shrink", "8"))
     with pytest.raises(CommandError, match="argument --gp_batch_shrink: shrinks the WGAN-GP interpolates"):
         parse_args(micro_args(tmp_path / "b", "--gp_batch_shrink", "2", "--loss", "hinge"))
+
+
+def test_a_presets_lazy_penalty_settings_do_not_block_a_loss_without_that_penalty(tmp_path):
+    """`tiny` takes the WGAN-GP penalty every 2nd update on half the interpolates; `--loss hinge` (no penalty) or
+    `--loss nonsaturating --r1_gamma 1` on it runs (R1 lazily, the shrink unused) — only the flags given are refused."""
+    hinge = parse_args(["--loss", "hinge", "--output_dir", str(tmp_path / "a")])
+    assert (hinge.gp_interval, hinge.gp_batch_shrink) == (2, 2)
+    assert "gradient penalty" not in describe_loss(training_recipe(hinge))
+    r1 = parse_args(["--loss", "nonsaturating", "--r1_gamma", "1", "--output_dir", str(tmp_path / "b")])
+    assert describe_loss(training_recipe(r1)) == "nonsaturating, R1 gamma 1 (every 2 D updates, x 2)"
+    with pytest.raises(CommandError, match="argument --gp_batch_shrink: shrinks the WGAN-GP interpolates"):
+        parse_args(["--loss", "hinge", "--gp_batch_shrink", "2", "--output_dir", str(tmp_path / "c")])
 
 
 def test_r1_and_r2_penalties_are_lazy_and_weighted_by_half_gamma_times_the_interval(
