@@ -198,7 +198,7 @@ class GANTrainer:
             fake_logits = self._logits(critic, fake, twice_differentiable=r2)
             loss = discriminator_loss(real_logits, fake_logits, recipe.loss)
             if wgan_penalty:
-                kept = real.shape[0] // recipe.gp_batch_shrink  # lazy subsampling: the first `kept` pairs
+                kept = max(1, real.shape[0] // recipe.gp_batch_shrink)  # the first `kept` real/fake pairs
                 penalty = gradient_penalty(critic, real[:kept].detach(), fake[:kept].detach(), phi=recipe.phi,
                                            generator=self.noise_rng)
                 loss = loss + self.gp_weight * recipe.gp_interval * penalty
