@@ -146,9 +146,9 @@ def test_rerunning_the_first_steps_of_the_recorded_command_reproduces_the_logged
                              "--checkpointing_steps", "--save_images_steps", "--report_to"})
     steps = 10
     # `accelerate launch` ran the command with OMP_NUM_THREADS=1 (its default); other thread counts split the matrix
-    # products differently, and the GAN amplifies the last-bit differences within a few steps. Other CPUs do too: the
-    # demo was trained on an AMD EPYC, and an Intel Xeon's kernels drift 0.5 % from it by step 10 (16 % by step 20),
-    # so the first logged step is compared at 2 %; a changed recipe (flag, loss, data order) moves it far more.
+    # products differently, and the GAN amplifies the last-bit differences within a few steps. Other CPUs do too (the
+    # previous demo, trained on an AMD EPYC, drifted 0.5 % on an Intel Xeon by step 10 and 16 % by step 20), so the
+    # first logged step is compared at 2 %; a changed recipe (flag, loss, data order) moves it far more.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
