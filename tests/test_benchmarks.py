@@ -41,7 +41,7 @@ def test_official_pattern_computes_what_the_package_computes() -> None:
     torch.manual_seed(0)
     # The tiny preset with the official features it leaves out: bias tables, windowed attention, noise in D.
     generator = TransGANGenerator(
-        TransGANGeneratorConfig.from_preset("tiny", use_relative_position_bias=True, window_sizes=[0, 8, 0])
+        TransGANGeneratorConfig.from_preset("tiny", use_relative_position_bias=True, window_sizes=[0, 8, 4])
     )
     discriminator = TransGANDiscriminator(
         TransGANDiscriminatorConfig.from_preset("tiny", use_relative_position_bias=True, noise_injection=True,
@@ -49,7 +49,7 @@ def test_official_pattern_computes_what_the_package_computes() -> None:
     )
     tables = [m.relative_position_bias_table for m in (*generator.modules(), *discriminator.modules())
               if getattr(m, "bias_window", 0)]
-    assert len(tables) == 6
+    assert len(tables) == 7  # 5 generator blocks, 2 discriminator blocks
     for table in tables:  # non-zero tables, so a wrongly gathered bias shows
         torch.nn.init.normal_(table, std=0.5)
     latents = torch.randn(3, generator.config.latent_dim)

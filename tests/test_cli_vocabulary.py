@@ -126,8 +126,8 @@ def test_train_help_shows_every_preset_default(capsys):
     for name in recipe_fields():
         assert table[f"--{name}"] == {preset: shown(getattr(recipe, name)) for preset, recipe in
                                       TRAINING_PRESETS.items()}, name
-    assert table["--learning_rate"]["tiny"] == "0.0005" and table["--n_critic"]["stl10"] == "5"
-    assert table["--checkpointing_steps"]["tiny"] == "300" and table["--center_crop"]["cifar10"] == "yes"
+    assert table["--learning_rate"]["tiny"] == "0.0008" and table["--n_critic"]["stl10"] == "5"
+    assert table["--checkpointing_steps"]["tiny"] == "1000" and table["--center_crop"]["cifar10"] == "yes"
     assert table["--diffaug_policy"]["celeba_hq_256"] == "filter,translation,erase_ratio,color,hue"
 
 

@@ -20,9 +20,9 @@ from transgan_hf.model_card import make_model_card
 
 DEMO = Path(DEMO_MODEL_PATH)
 TRAINING_LOG = Path(__file__).resolve().parents[1] / "docs" / "demo" / "training_log.jsonl"
-# Measured (200 samples, seeds 0-199): the bundled model (20,000 steps) 0.88 mean confidence, 75 % of samples >= 0.8,
-# every digit 8-34 times (at 6,000 steps: 0.86, 72 %, 5-41; at 14,000: 0.87, 71 %, 12-39); untrained generators of
-# the same architecture (3 seeds) 0.66-0.68, 26-30 %, only 3 of the 10 digits; real MNIST-5k digits 0.98 mean
+# Measured (200 samples, seeds 0-199): the bundled model (33,000 steps) 0.94 mean confidence, 90 % of samples >= 0.8,
+# every digit 13-30 times (the previous demo model, fdd_mnist 116: 0.88, 75 %, 8-34); untrained generators of the old
+# `tiny` architecture (3 seeds) 0.66-0.68, 26-30 %, only 3 of the 10 digits; real MNIST-5k digits 0.98 mean
 # confidence.
 NUM_SAMPLES = 200
 MIN_MEAN_CONFIDENCE = 0.8
@@ -146,9 +146,9 @@ def test_rerunning_the_first_steps_of_the_recorded_command_reproduces_the_logged
                              "--checkpointing_steps", "--save_images_steps", "--report_to"})
     steps = 10
     # `accelerate launch` ran the command with OMP_NUM_THREADS=1 (its default); other thread counts split the matrix
-    # products differently, and the GAN amplifies the last-bit differences within a few steps. Other CPUs do too: the
-    # demo was trained on an AMD EPYC, and an Intel Xeon's kernels drift 0.5 % from it by step 10 (16 % by step 20),
-    # so the first logged step is compared at 2 %; a changed recipe (flag, loss, data order) moves it far more.
+    # products differently, and the GAN amplifies the last-bit differences within a few steps. Other CPUs do too (the
+    # previous demo, trained on an AMD EPYC, drifted 0.5 % on an Intel Xeon by step 10 and 16 % by step 20), so the
+    # first logged step is compared at 2 %; a changed recipe (flag, loss, data order) moves it far more.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

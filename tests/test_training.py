@@ -21,6 +21,7 @@ from transgan_hf.cli import CommandError
 from transgan_hf.training import loop, trainer
 from transgan_hf.training.args import load_model_configs, parse_args, training_recipe
 from transgan_hf.training.checkpointing import ARGS_FILE, KILL_ENV, check_resume_settings, list_checkpoints
+from transgan_hf.training.export import describe_loss
 from transgan_hf.training.presets import TRAINING_PRESETS, get_training_recipe
 from transgan_hf.training.reporting import TrainingLog
 from transgan_hf.training.trainer import GANTrainer, NonFiniteError, build_models, build_optimizers
@@ -238,6 +239,20 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(micro_args, run_traini
     assert (state["step"], len(state["commands"])) == (6, 2)  # both launches recorded for the model card
 
 
+def test_a_resumed_segment_trains_at_its_own_learning_rate_and_the_card_says_so(micro_args, run_training_in_process,
+                                                                                 tmp_path):
+    output = tmp_path / "run"
+    run_training_in_process(micro_args(output, "--max_train_steps", "3", "--learning_rate", "1e-3"))
+    result = run_training_in_process(micro_args(output, "--max_train_steps", "6", "--learning_rate", "2e-4",
+                                                "--resume_from_checkpoint", "latest"))
+    for name in ("optimizer.bin", "optimizer_1.bin"):  # not the rate the checkpoint's optimiser state was saved with
+        saved = torch.load(output / "checkpoint-6" / name, weights_only=True)
+        assert [group["lr"] for group in saved["param_groups"]] == [2e-4]
+    state = torch.load(output / "checkpoint-6" / "training_state_0.pt", weights_only=True)
+    assert state["learning_rates"] == [[0, 1e-3], [3, 2e-4]]
+    assert "Adam lr 0.001 (0.0002 from step 3) betas" in (result.pipeline_dir / "README.md").read_text()
+
+
 def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(micro_args, tmp_path, reference_run):
     output = tmp_path / "killed"
     command = [sys.executable, str(TRAIN_SCRIPT), *micro_args(output, "--max_train_steps", "6")]
@@ -428,6 +443,18 @@ def test_gp_batch_shrink_takes_the_penalty_on_a_fraction_of_the_interpolates(mic
         run_training_in_process(micro_args(tmp_path / "a", "--max_train_steps", "1", "--gp_batch_shrink", "8"))
     with pytest.raises(CommandError, match="argument --gp_batch_shrink: shrinks the WGAN-GP interpolates"):
         parse_args(micro_args(tmp_path / "b", "--gp_batch_shrink", "2", "--loss", "hinge"))
+
+
+def test_a_presets_lazy_penalty_settings_do_not_block_a_loss_without_that_penalty(tmp_path):
+    """`tiny` takes the WGAN-GP penalty every 2nd update on half the interpolates; `--loss hinge` (no penalty) or
+    `--loss nonsaturating --r1_gamma 1` on it runs (R1 lazily, the shrink unused) — only the flags given are refused."""
+    hinge = parse_args(["--loss", "hinge", "--output_dir", str(tmp_path / "a")])
+    assert (hinge.gp_interval, hinge.gp_batch_shrink) == (2, 2)
+    assert "gradient penalty" not in describe_loss(training_recipe(hinge))
+    r1 = parse_args(["--loss", "nonsaturating", "--r1_gamma", "1", "--output_dir", str(tmp_path / "b")])
+    assert describe_loss(training_recipe(r1)) == "nonsaturating, R1 gamma 1 (every 2 D updates, x 2)"
+    with pytest.raises(CommandError, match="argument --gp_batch_shrink: shrinks the WGAN-GP interpolates"):
+        parse_args(["--loss", "hinge", "--gp_batch_shrink", "2", "--output_dir", str(tmp_path / "c")])
 
 
 def test_r1_and_r2_penalties_are_lazy_and_weighted_by_half_gamma_times_the_interval(

@@ -41,7 +41,7 @@ RUN_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp|\.old)?$")
 STATE_FILE = "training_state_{rank}.pt"
 ARGS_FILE = "training_args.json"
 KILL_ENV = "TRANSGAN_KILL_DURING_CHECKPOINT"
-ADDED_STATE_FIELDS = ("overhead_seconds", "data_position")
+ADDED_STATE_FIELDS = ("overhead_seconds", "data_position", "learning_rates")
 """`TrainingState` fields newer than some checkpoints: those keep the fresh value when resuming them."""
 RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "seed", "streaming",
                      "shuffle_buffer_size")
@@ -63,6 +63,7 @@ class TrainingState:
     overhead_seconds: float = 0.0  # the part of it spent in checkpoints, sample grids and evaluations
     data_position: dict = field(default_factory=dict)  # --streaming: where this process is in `epoch` (ImageStream)
     commands: list[str] = field(default_factory=list)
+    learning_rates: list = field(default_factory=list)  # [step, rate] where each segment's --learning_rate took over
 
     def kimg(self, train_batch_size: int) -> float:
         """Thousands of real images the discriminator has seen (all processes)."""

@@ -96,6 +96,14 @@ def describe_training_data(images: ImageSource) -> tuple[str | None, str]:
     return hub_id, name
 
 
+def describe_learning_rate(recipe: TrainingRecipe, state: TrainingState) -> str:
+    """The learning rate, with the steps where a resumed segment changed it: "0.0008 (0.0002 from step 30000)"."""
+    if not state.learning_rates:
+        return str(recipe.learning_rate)
+    (_, first), *changes = state.learning_rates
+    return f"{first}" + (f" ({', '.join(f'{rate} from step {step}' for step, rate in changes)})" if changes else "")
+
+
 def model_card_arguments(run: RunDescription, state: TrainingState, samples_image: str | None = None,
                          evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`make_model_card` arguments of the run; `evaluation` is the last `--eval_steps` result (used if it is of the
@@ -113,7 +121,8 @@ def model_card_arguments(run: RunDescription, state: TrainingState, samples_imag
         "kimg (real images seen)": f"{kimg:.1f}",
         "batch D / G (global)": f"{recipe.train_batch_size}x{recipe.gradient_accumulation_steps} / "
                                 f"{recipe.gen_batch_size}x{recipe.gen_gradient_accumulation_steps}",
-        "loss": f"{describe_loss(recipe)}, n_critic {recipe.n_critic}, Adam lr {recipe.learning_rate} betas "
+        "loss": f"{describe_loss(recipe)}, n_critic {recipe.n_critic}, Adam lr "
+                f"{describe_learning_rate(recipe, state)} betas "
                 f"({recipe.adam_beta1}, {recipe.adam_beta2}), grad clip {recipe.max_grad_norm or 'off'}",
         "EMA": ema_text,
         WEIGHTS_ROW: "EMA (the pipeline holds the EMA generator)",

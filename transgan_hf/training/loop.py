@@ -51,7 +51,7 @@ from .distributed import check_shared_output_dir, needs_cpu_flag, on_main_proces
 from .evaluation import EvaluationContext, EvaluationHook, EvaluationSettings, MetricEvaluation
 from .export import RunDescription, complete_model_card, describe_hardware, export_pipeline, upload_pipeline
 from .reporting import SampleWriter, TrainingLog
-from .trainer import GANTrainer, NonFiniteError, build_models, build_optimizers
+from .trainer import GANTrainer, NonFiniteError, apply_adam_settings, build_models, build_optimizers
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -210,10 +210,18 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     state = TrainingState()
     if last_checkpoint is not None:
         checkpointer.load(last_checkpoint, state)
+        if not state.learning_rates:  # a checkpoint older than the record: it ran at its optimiser's saved rate
+            state.learning_rates = [[0, generator_optimizer.param_groups[0]["lr"]]]
+        apply_adam_settings((generator_optimizer, discriminator_optimizer), recipe)
         logger.info(f"Resumed from {last_checkpoint} at step {state.step} "
                     f"({state.kimg(args.train_batch_size):.1f} kimg).")
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {output_dir} yet; starting from scratch.")
+    if not state.learning_rates or state.learning_rates[-1][1] != recipe.learning_rate:
+        if state.learning_rates:
+            logger.info(f"Learning rate {state.learning_rates[-1][1]} -> {recipe.learning_rate} from step "
+                        f"{state.step}.")
+        state.learning_rates.append([state.step, recipe.learning_rate])
     state.commands.append(launch_command(args.argv, accelerator.num_processes, script or ENTRY_SCRIPT))
     training_log = TrainingLog(accelerator, output_dir, state.step)
     evaluation_hooks = [*evaluation_hooks, *([metric_evaluation] if metric_evaluation else [])]

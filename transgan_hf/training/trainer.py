@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -299,9 +300,22 @@ def build_models(generator_config: TransGANGeneratorConfig, discriminator_config
     return generator, discriminator, ema
 
 
+def adam_settings(recipe: TrainingRecipe) -> dict[str, Any]:
+    """The recipe's Adam hyperparameters; `recipe.fused_adam` (official presets) updates all tensors in one kernel."""
+    return dict(lr=recipe.learning_rate, betas=(recipe.adam_beta1, recipe.adam_beta2), eps=recipe.adam_epsilon,
+                fused=recipe.fused_adam)
+
+
 def build_optimizers(generator: torch.nn.Module, discriminator: torch.nn.Module,
                      recipe: TrainingRecipe) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for each network; `recipe.fused_adam` (official presets) updates all tensors in one kernel."""
-    adam = dict(lr=recipe.learning_rate, betas=(recipe.adam_beta1, recipe.adam_beta2), eps=recipe.adam_epsilon,
-                fused=recipe.fused_adam)
+    """Adam for each network, with `adam_settings(recipe)`."""
+    adam = adam_settings(recipe)
     return torch.optim.Adam(generator.parameters(), **adam), torch.optim.Adam(discriminator.parameters(), **adam)
+
+
+def apply_adam_settings(optimizers: Iterable[torch.optim.Optimizer], recipe: TrainingRecipe) -> None:
+    """Set `adam_settings(recipe)` again after a resume: loading an optimiser's state brings back the hyperparameters
+    it was saved with, and a resumed segment follows its own flags (say, a lower `--learning_rate` to finish)."""
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group.update(adam_settings(recipe))
