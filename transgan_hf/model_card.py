@@ -465,7 +465,8 @@ def _training_data_text(datasets: Sequence[str], converted_from_official: bool) 
 
 def _generator_summary(generator) -> str:
     c = generator.config
-    stages = ", ".join(f"{grid}×{grid}: {depth} blocks" + (f" ({window}×{window} windows)" if window else "")
+    stages = ", ".join(f"{grid}×{grid}: {depth} block{'' if depth == 1 else 's'}"
+                       + (f" ({window}×{window} windows)" if window else "")
                        for grid, depth, window in zip(c.stage_grid_sizes, c.depths, c.window_sizes))
     noise = ", noise injection" if c.noise_injection else ""
     return f"{_millions(generator)} parameters; stages {stages}{noise}"
