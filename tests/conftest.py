@@ -74,8 +74,8 @@ def training_workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def micro_args(training_workspace) -> Callable[..., list[str]]:
     """`micro_args(output_dir, *extra)`: training flags for the micro models and images of `training_workspace`
-    (batches of 4, 2 critic steps of 2 micro-batches, the penalty on every update and the whole batch, a checkpoint
-    every 3 steps), then `extra`."""
+    (batches of 4, 2 critic steps of 2 micro-batches, the penalty on every update and the whole batch, translation
+    DiffAugment (its random stream is part of an exact resume), a checkpoint every 3 steps), then `extra`."""
 
     def flags(output_dir: Path, *extra: str) -> list[str]:
         return [
@@ -83,7 +83,8 @@ def micro_args(training_workspace) -> Callable[..., list[str]]:
             "--discriminator_config", str(training_workspace / "discriminator.json"),
             "--train_data_dir", str(training_workspace / "images"), "--cache_dir", str(training_workspace / "cache"),
             "--train_batch_size", "4", "--gen_batch_size", "4", "--n_critic", "2", "--gradient_accumulation_steps",
-            "2", "--gp_interval", "1", "--gp_batch_shrink", "1", "--random_flip", "--no-center_crop",
+            "2", "--gp_interval", "1", "--gp_batch_shrink", "1", "--diffaug_policy", "translation",
+            "--random_flip", "--no-center_crop",
             "--num_sample_images", "4", "--report_to", "none",
             "--logging_steps", "1", "--save_images_steps", "100", "--checkpointing_steps", "3",
             "--output_dir", str(output_dir), *extra,

@@ -98,15 +98,15 @@ def test_the_training_readme_recipe_table_matches_the_presets():
     assert [c.startswith("on") for c in rows["`--fused_adam`"]] == [p.fused_adam for p in presets]
 
 
-def test_fused_adam_is_on_for_official_presets_and_off_for_the_demo_recipe():
-    """The tiny recipe keeps PyTorch's per-tensor Adam, which the bundled demo model was trained with."""
+def test_fused_adam_is_on_in_every_preset_and_the_flag_turns_it_off():
+    """`--no-fused_adam` gives PyTorch's per-tensor Adam (the bundled demo model's card asks for it)."""
     tiny, cifar = parse_args([]), parse_args(["--preset", "cifar10"])
-    assert (tiny.fused_adam, cifar.fused_adam) == (False, True)
-    assert parse_args(["--fused_adam"]).fused_adam and not parse_args(["--preset", "cifar10",
-                                                                       "--no-fused_adam"]).fused_adam
+    assert (tiny.fused_adam, cifar.fused_adam) == (True, True)
+    per_tensor = parse_args(["--no-fused_adam"])
+    assert not per_tensor.fused_adam and parse_args(["--preset", "cifar10", "--fused_adam"]).fused_adam
     networks = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    assert all(opt.defaults["fused"] for opt in build_optimizers(*networks, training_recipe(cifar)))
-    assert not any(opt.defaults["fused"] for opt in build_optimizers(*networks, training_recipe(tiny)))
+    assert all(opt.defaults["fused"] for opt in build_optimizers(*networks, training_recipe(tiny)))
+    assert not any(opt.defaults["fused"] for opt in build_optimizers(*networks, training_recipe(per_tensor)))
 
 
 def test_cpu_memory_reuse_is_on_by_default_for_cpu_runs_only(monkeypatch):
