@@ -239,18 +239,22 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(micro_args, run_traini
     assert (state["step"], len(state["commands"])) == (6, 2)  # both launches recorded for the model card
 
 
-def test_a_resumed_segment_trains_at_its_own_learning_rate_and_the_card_says_so(micro_args, run_training_in_process,
-                                                                                 tmp_path):
+def test_a_resumed_segment_trains_at_its_own_learning_rate_and_augmentation_and_the_card_says_so(
+    micro_args, run_training_in_process, tmp_path
+):
     output = tmp_path / "run"
     run_training_in_process(micro_args(output, "--max_train_steps", "3", "--learning_rate", "1e-3"))
     result = run_training_in_process(micro_args(output, "--max_train_steps", "6", "--learning_rate", "2e-4",
-                                                "--resume_from_checkpoint", "latest"))
+                                                "--diffaug_policy", "none", "--resume_from_checkpoint", "latest"))
     for name in ("optimizer.bin", "optimizer_1.bin"):  # not the rate the checkpoint's optimiser state was saved with
         saved = torch.load(output / "checkpoint-6" / name, weights_only=True)
         assert [group["lr"] for group in saved["param_groups"]] == [2e-4]
     state = torch.load(output / "checkpoint-6" / "training_state_0.pt", weights_only=True)
     assert state["learning_rates"] == [[0, 1e-3], [3, 2e-4]]
-    assert "Adam lr 0.001 (0.0002 from step 3) betas" in (result.pipeline_dir / "README.md").read_text()
+    assert state["diffaug_policies"] == [[0, "translation"], [3, "none"]]  # micro_args ask for translation
+    card = (result.pipeline_dir / "README.md").read_text()
+    assert "Adam lr 0.001 (0.0002 from step 3) betas" in card
+    assert "| DiffAugment | translation (none from step 3) |" in card
 
 
 def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(micro_args, tmp_path, reference_run):

@@ -41,7 +41,7 @@ RUN_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp|\.old)?$")
 STATE_FILE = "training_state_{rank}.pt"
 ARGS_FILE = "training_args.json"
 KILL_ENV = "TRANSGAN_KILL_DURING_CHECKPOINT"
-ADDED_STATE_FIELDS = ("overhead_seconds", "data_position", "learning_rates")
+ADDED_STATE_FIELDS = ("overhead_seconds", "data_position", "learning_rates", "diffaug_policies")
 """`TrainingState` fields newer than some checkpoints: those keep the fresh value when resuming them."""
 RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "seed", "streaming",
                      "shuffle_buffer_size")
@@ -64,6 +64,7 @@ class TrainingState:
     data_position: dict = field(default_factory=dict)  # --streaming: where this process is in `epoch` (ImageStream)
     commands: list[str] = field(default_factory=list)
     learning_rates: list = field(default_factory=list)  # [step, rate] where each segment's --learning_rate took over
+    diffaug_policies: list = field(default_factory=list)  # [step, policy]: the same for --diffaug_policy
 
     def kimg(self, train_batch_size: int) -> float:
         """Thousands of real images the discriminator has seen (all processes)."""
@@ -205,9 +206,10 @@ class Checkpointer:
             param.grad = None if grad is None else grad.to(param.device)
 
 
-def check_resume_settings(path: Path, current: Mapping[str, Any], configs: Sequence[Any] = ()) -> None:
+def check_resume_settings(path: Path, current: Mapping[str, Any], configs: Sequence[Any] = ()) -> dict[str, Any]:
     """Refuse to resume with settings that change the data order or the meaning of a step, or with another
-    architecture (`configs`: this run's generator and discriminator configs); log other changes."""
+    architecture (`configs`: this run's generator and discriminator configs); log other changes. Returns the
+    checkpoint's settings."""
     args_file = path / ARGS_FILE
     try:
         saved = json.loads(args_file.read_text())
@@ -240,6 +242,7 @@ def check_resume_settings(path: Path, current: Mapping[str, Any], configs: Seque
                and k not in ("resume_from_checkpoint", "overwrite_output_dir")]
     if changed:
         logger.warning(f"Resuming with changed settings: {', '.join(f'{k}={current[k]!r}' for k in changed)}")
+    return saved
 
 
 # ---------------------------------------------------------------------------------------------------------------------

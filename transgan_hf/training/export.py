@@ -96,12 +96,13 @@ def describe_training_data(images: ImageSource) -> tuple[str | None, str]:
     return hub_id, name
 
 
-def describe_learning_rate(recipe: TrainingRecipe, state: TrainingState) -> str:
-    """The learning rate, with the steps where a resumed segment changed it: "0.0008 (0.0002 from step 30000)"."""
-    if not state.learning_rates:
-        return str(recipe.learning_rate)
-    (_, first), *changes = state.learning_rates
-    return f"{first}" + (f" ({', '.join(f'{rate} from step {step}' for step, rate in changes)})" if changes else "")
+def describe_segments(history: list, current: Any) -> str:
+    """A setting with the steps where a resumed segment changed it: "0.0008 (0.0002 from step 30000)" (`history`:
+    `[step, value]` pairs of `TrainingState`; `current` when there are none)."""
+    if not history:
+        return str(current)
+    (_, first), *changes = history
+    return f"{first}" + (f" ({', '.join(f'{value} from step {step}' for step, value in changes)})" if changes else "")
 
 
 def model_card_arguments(run: RunDescription, state: TrainingState, samples_image: str | None = None,
@@ -122,11 +123,11 @@ def model_card_arguments(run: RunDescription, state: TrainingState, samples_imag
         "batch D / G (global)": f"{recipe.train_batch_size}x{recipe.gradient_accumulation_steps} / "
                                 f"{recipe.gen_batch_size}x{recipe.gen_gradient_accumulation_steps}",
         "loss": f"{describe_loss(recipe)}, n_critic {recipe.n_critic}, Adam lr "
-                f"{describe_learning_rate(recipe, state)} betas "
+                f"{describe_segments(state.learning_rates, recipe.learning_rate)} betas "
                 f"({recipe.adam_beta1}, {recipe.adam_beta2}), grad clip {recipe.max_grad_norm or 'off'}",
         "EMA": ema_text,
         WEIGHTS_ROW: "EMA (the pipeline holds the EMA generator)",
-        "DiffAugment": recipe.diffaug_policy,
+        "DiffAugment": describe_segments(state.diffaug_policies, recipe.diffaug_policy),
         "D gradients during G update": "official leak" if run.official_d_grad_leak else "frozen",
         "precision": "fp32" if run.mixed_precision == "no" else f"{run.mixed_precision} autocast",
         "wall-clock": str(datetime.timedelta(seconds=round(state.train_seconds))),

@@ -163,11 +163,11 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     check_batch_sizes(args, accelerator.num_processes)
     settings = run_settings(args, accelerator.num_processes)
     recipe = training_recipe(args)
-    last_checkpoint = None
+    last_checkpoint, saved_settings = None, {}
     if args.resume_from_checkpoint:
         last_checkpoint = resolve_resume_path(args.output_dir, args.resume_from_checkpoint)
         if last_checkpoint is not None:
-            check_resume_settings(last_checkpoint, settings, (generator_config, discriminator_config))
+            saved_settings = check_resume_settings(last_checkpoint, settings, (generator_config, discriminator_config))
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     configure_cpu_memory(args.cpu_memory_reuse, accelerator.device)
@@ -212,16 +212,19 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
         checkpointer.load(last_checkpoint, state)
         if not state.learning_rates:  # a checkpoint older than the record: it ran at its optimiser's saved rate
             state.learning_rates = [[0, generator_optimizer.param_groups[0]["lr"]]]
+        if not state.diffaug_policies:  # older than that record: it ran with the policy saved beside it
+            state.diffaug_policies = [[0, saved_settings.get("diffaug_policy", recipe.diffaug_policy)]]
         apply_adam_settings((generator_optimizer, discriminator_optimizer), recipe)
         logger.info(f"Resumed from {last_checkpoint} at step {state.step} "
                     f"({state.kimg(args.train_batch_size):.1f} kimg).")
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {output_dir} yet; starting from scratch.")
-    if not state.learning_rates or state.learning_rates[-1][1] != recipe.learning_rate:
-        if state.learning_rates:
-            logger.info(f"Learning rate {state.learning_rates[-1][1]} -> {recipe.learning_rate} from step "
-                        f"{state.step}.")
-        state.learning_rates.append([state.step, recipe.learning_rate])
+    for what, history, value in (("Learning rate", state.learning_rates, recipe.learning_rate),
+                                 ("DiffAugment policy", state.diffaug_policies, recipe.diffaug_policy)):
+        if not history or history[-1][1] != value:  # the model card lists each segment's value
+            if history:
+                logger.info(f"{what} {history[-1][1]} -> {value} from step {state.step}.")
+            history.append([state.step, value])
     state.commands.append(launch_command(args.argv, accelerator.num_processes, script or ENTRY_SCRIPT))
     training_log = TrainingLog(accelerator, output_dir, state.step)
     evaluation_hooks = [*evaluation_hooks, *([metric_evaluation] if metric_evaluation else [])]
