@@ -24,6 +24,7 @@ from transgan_hf.training.augment import (
     build_filter_bank,
     diff_augment,
     filter_images,
+    overfitting_warning,
     parse_policy,
     rotate_hue,
     translate,
@@ -340,3 +341,18 @@ def test_no_host_reads_runs_on_the_meta_device():
     out = DiffAugment(ALL).to("meta")(images)
     assert out.device.type == "meta" and out.shape == images.shape
     assert diff_augment(images, ALL).device.type == "meta"
+
+
+def test_a_long_run_without_augmentation_is_warned_about_overfitting_and_the_default_run_is_not():
+    from transgan_hf.training.args import parse_args
+
+    def warning(*flags: str) -> str | None:
+        args = parse_args(list(flags))
+        seen = args.max_train_steps * args.n_critic * args.gradient_accumulation_steps * args.train_batch_size
+        return overfitting_warning(args.diffaug_policy, seen, num_images=5000)  # MNIST-5k, the tiny preset's data
+
+    assert warning() is None  # the default main job: 4,000 steps, ~26 passes, no DiffAugment
+    message = warning("--max_train_steps", "30000")
+    assert message is not None and "192 times" in message and "--diffaug_policy translation" in message
+    assert warning("--max_train_steps", "30000", "--diffaug_policy", "translation") is None
+    assert overfitting_warning("none", images_seen=10**6, num_images=10**6) is None  # one pass over a large set
