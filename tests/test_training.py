@@ -245,16 +245,20 @@ def test_a_resumed_segment_trains_at_its_own_learning_rate_and_augmentation_and_
     output = tmp_path / "run"
     run_training_in_process(micro_args(output, "--max_train_steps", "3", "--learning_rate", "1e-3"))
     result = run_training_in_process(micro_args(output, "--max_train_steps", "6", "--learning_rate", "2e-4",
-                                                "--diffaug_policy", "none", "--resume_from_checkpoint", "latest"))
+                                                "--diffaug_policy", "none", "--ema_kimg", "10",
+                                                "--resume_from_checkpoint", "latest"))
     for name in ("optimizer.bin", "optimizer_1.bin"):  # not the rate the checkpoint's optimiser state was saved with
         saved = torch.load(output / "checkpoint-6" / name, weights_only=True)
         assert [group["lr"] for group in saved["param_groups"]] == [2e-4]
     state = torch.load(output / "checkpoint-6" / "training_state_0.pt", weights_only=True)
-    assert state["learning_rates"] == [[0, 1e-3], [3, 2e-4]]
-    assert state["diffaug_policies"] == [[0, "translation"], [3, "none"]]  # micro_args ask for translation
+    history = state["settings_history"]
+    assert history["learning_rate"] == [[0, 1e-3], [3, 2e-4]]
+    assert history["diffaug_policy"] == [[0, "translation"], [3, "none"]]  # micro_args ask for translation
+    assert history["ema_kimg"] == [[0, 3.0], [3, 10.0]]
     card = (result.pipeline_dir / "README.md").read_text()
     assert "Adam lr 0.001 (0.0002 from step 3) betas" in card
     assert "| DiffAugment | translation (none from step 3) |" in card
+    assert "| EMA | half-life 3.0 (10.0 from step 3) kimg, warm-up" in card
 
 
 def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(micro_args, tmp_path, reference_run):

@@ -41,8 +41,11 @@ RUN_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-\d+(\.tmp|\.old)?$")
 STATE_FILE = "training_state_{rank}.pt"
 ARGS_FILE = "training_args.json"
 KILL_ENV = "TRANSGAN_KILL_DURING_CHECKPOINT"
-ADDED_STATE_FIELDS = ("overhead_seconds", "data_position", "learning_rates", "diffaug_policies")
+ADDED_STATE_FIELDS = ("overhead_seconds", "data_position", "settings_history")
 """`TrainingState` fields newer than some checkpoints: those keep the fresh value when resuming them."""
+RECORDED_SETTINGS = ("learning_rate", "diffaug_policy", "ema_kimg", "ema_decay")
+"""Recipe settings a resumed segment may change: `TrainingState.settings_history` keeps the step where each value
+took over, and the model card states them ("0.0008 (0.0002 from step 30000)")."""
 RESUME_MUST_MATCH = ("train_batch_size", "gradient_accumulation_steps", "n_critic", "seed", "streaming",
                      "shuffle_buffer_size")
 """Settings that fix the data order and the meaning of a step; a resumed run must keep them (and the number of
@@ -63,8 +66,7 @@ class TrainingState:
     overhead_seconds: float = 0.0  # the part of it spent in checkpoints, sample grids and evaluations
     data_position: dict = field(default_factory=dict)  # --streaming: where this process is in `epoch` (ImageStream)
     commands: list[str] = field(default_factory=list)
-    learning_rates: list = field(default_factory=list)  # [step, rate] where each segment's --learning_rate took over
-    diffaug_policies: list = field(default_factory=list)  # [step, policy]: the same for --diffaug_policy
+    settings_history: dict = field(default_factory=dict)  # {name: [[step, value], ...]}: see RECORDED_SETTINGS
 
     def kimg(self, train_batch_size: int) -> float:
         """Thousands of real images the discriminator has seen (all processes)."""
@@ -194,6 +196,8 @@ class Checkpointer:
             for name in vars(state):
                 if name in saved or name not in ADDED_STATE_FIELDS:
                     setattr(state, name, saved[name])
+            if "learning_rates" in saved:  # the record of checkpoints written before `settings_history`
+                state.settings_history = {"learning_rate": saved["learning_rates"]}
             for name, gen in self.generators.items():
                 gen.set_state(saved["generator_states"][name])
             pending = saved["pending_discriminator_grads"]

@@ -96,11 +96,11 @@ def describe_training_data(images: ImageSource) -> tuple[str | None, str]:
     return hub_id, name
 
 
-def describe_segments(history: list, current: Any) -> str:
-    """A setting with the steps where a resumed segment changed it: "0.0008 (0.0002 from step 30000)" (`history`:
-    `[step, value]` pairs of `TrainingState`; `current` when there are none)."""
+def describe_setting(name: str, recipe: TrainingRecipe, state: TrainingState) -> str:
+    """A recipe setting with the steps where a resumed segment changed it: "0.0008 (0.0002 from step 30000)"."""
+    history = state.settings_history.get(name)
     if not history:
-        return str(current)
+        return str(getattr(recipe, name))
     (_, first), *changes = history
     return f"{first}" + (f" ({', '.join(f'{value} from step {step}' for step, value in changes)})" if changes else "")
 
@@ -112,8 +112,9 @@ def model_card_arguments(run: RunDescription, state: TrainingState, samples_imag
     recipe = run.recipe
     hub_dataset, dataset_text = describe_training_data(run.images)
     kimg = state.kimg(recipe.train_batch_size)
-    ema_text = (f"fixed decay {recipe.ema_decay} per G update" if recipe.ema_decay is not None
-                else f"half-life {recipe.ema_kimg} kimg, warm-up {recipe.ema_warmup}")
+    ema_text = (f"fixed decay {describe_setting('ema_decay', recipe, state)} per G update"
+                if recipe.ema_decay is not None
+                else f"half-life {describe_setting('ema_kimg', recipe, state)} kimg, warm-up {recipe.ema_warmup}")
     training = {
         "preset": run.preset,
         "dataset": dataset_text,
@@ -123,11 +124,11 @@ def model_card_arguments(run: RunDescription, state: TrainingState, samples_imag
         "batch D / G (global)": f"{recipe.train_batch_size}x{recipe.gradient_accumulation_steps} / "
                                 f"{recipe.gen_batch_size}x{recipe.gen_gradient_accumulation_steps}",
         "loss": f"{describe_loss(recipe)}, n_critic {recipe.n_critic}, Adam lr "
-                f"{describe_segments(state.learning_rates, recipe.learning_rate)} betas "
+                f"{describe_setting('learning_rate', recipe, state)} betas "
                 f"({recipe.adam_beta1}, {recipe.adam_beta2}), grad clip {recipe.max_grad_norm or 'off'}",
         "EMA": ema_text,
         WEIGHTS_ROW: "EMA (the pipeline holds the EMA generator)",
-        "DiffAugment": describe_segments(state.diffaug_policies, recipe.diffaug_policy),
+        "DiffAugment": describe_setting("diffaug_policy", recipe, state),
         "D gradients during G update": "official leak" if run.official_d_grad_leak else "frozen",
         "precision": "fp32" if run.mixed_precision == "no" else f"{run.mixed_precision} autocast",
         "wall-clock": str(datetime.timedelta(seconds=round(state.train_seconds))),

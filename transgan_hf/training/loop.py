@@ -40,6 +40,7 @@ from ..pipeline_transgan import TransGANPipeline
 from .args import check_batch_sizes, load_model_configs, parse_args, run_settings, training_recipe
 from .augment import overfitting_warning
 from .checkpointing import (
+    RECORDED_SETTINGS,
     Checkpointer,
     TrainingState,
     check_output_dir,
@@ -214,20 +215,18 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
     state = TrainingState()
     if last_checkpoint is not None:
         checkpointer.load(last_checkpoint, state)
-        if not state.learning_rates:  # a checkpoint older than the record: it ran at its optimiser's saved rate
-            state.learning_rates = [[0, generator_optimizer.param_groups[0]["lr"]]]
-        if not state.diffaug_policies:  # older than that record: it ran with the policy saved beside it
-            state.diffaug_policies = [[0, saved_settings.get("diffaug_policy", recipe.diffaug_policy)]]
+        for name in RECORDED_SETTINGS:  # a checkpoint older than the record ran with the settings saved beside it
+            state.settings_history.setdefault(name, [[0, saved_settings.get(name, getattr(recipe, name))]])
         apply_adam_settings((generator_optimizer, discriminator_optimizer), recipe)
         logger.info(f"Resumed from {last_checkpoint} at step {state.step} "
                     f"({state.kimg(args.train_batch_size):.1f} kimg).")
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {output_dir} yet; starting from scratch.")
-    for what, history, value in (("Learning rate", state.learning_rates, recipe.learning_rate),
-                                 ("DiffAugment policy", state.diffaug_policies, recipe.diffaug_policy)):
-        if not history or history[-1][1] != value:  # the model card lists each segment's value
+    for name in RECORDED_SETTINGS:
+        history, value = state.settings_history.setdefault(name, []), getattr(recipe, name)
+        if not history or history[-1][1] != value:
             if history:
-                logger.info(f"{what} {history[-1][1]} -> {value} from step {state.step}.")
+                logger.info(f"--{name} {history[-1][1]} -> {value} from step {state.step}.")
             history.append([state.step, value])
     state.commands.append(launch_command(args.argv, accelerator.num_processes, script or ENTRY_SCRIPT))
     training_log = TrainingLog(accelerator, output_dir, state.step)

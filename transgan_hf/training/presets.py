@@ -117,7 +117,8 @@ TRAINING_PRESETS: dict[str, TrainingRecipe] = {
     # betas and clipping, with an 8x learning rate, one critic step on 32 real images per 16-image generator step,
     # the gradient penalty lazily (every 2nd D update, on half the interpolates), a short EMA half-life that tracks
     # the fast generator, and no DiffAugment: within the default run's ~25 passes over the 5,000 digits the critic
-    # does not yet overfit, and translating its inputs only blurred its signal (training/README.md).
+    # does not yet overfit, and translating its inputs only blurred its signal (training/README.md). Longer runs need
+    # it back: the critic diverged after ~75 passes (step ~12,000); the demo model turned translation on at 11,000.
     "tiny": TrainingRecipe(**{
         **_OFFICIAL, "train_batch_size": 32, "gen_batch_size": 16, "n_critic": 1, "learning_rate": 8e-4,
         "gp_interval": 2, "gp_batch_shrink": 2, "ema_kimg": 3.0, "ema_warmup": 0.1, "diffaug_policy": "none",
