@@ -20,10 +20,10 @@ from transgan_hf.model_card import make_model_card
 
 DEMO = Path(DEMO_MODEL_PATH)
 TRAINING_LOG = Path(__file__).resolve().parents[1] / "docs" / "demo" / "training_log.jsonl"
-# Measured (200 samples, seeds 0-199): the bundled model (33,000 steps) 0.94 mean confidence, 90 % of samples >= 0.8,
-# every digit 13-30 times (the previous demo model, fdd_mnist 116: 0.88, 75 %, 8-34); untrained generators of the old
-# `tiny` architecture (3 seeds) 0.66-0.68, 26-30 %, only 3 of the 10 digits; real MNIST-5k digits 0.98 mean
-# confidence.
+# Measured (200 samples, seeds 0-199): the bundled model (27,000 steps) 0.93 mean confidence, 86 % of samples >= 0.8,
+# every digit 10-30 times (the previous demo models, fdd_mnist 10.15: 0.94, 90 %, 13-30; 116: 0.88, 75 %, 8-34);
+# untrained generators of the old `tiny` architecture (3 seeds) 0.66-0.68, 26-30 %, only 3 of the 10 digits; real
+# MNIST-5k digits 0.98 mean confidence.
 NUM_SAMPLES = 200
 MIN_MEAN_CONFIDENCE = 0.8
 MIN_CONFIDENT_FRACTION = 0.6  # samples with top-class probability >= 0.8

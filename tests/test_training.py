@@ -99,7 +99,7 @@ def test_the_training_readme_recipe_table_matches_the_presets():
 
 
 def test_fused_adam_is_on_in_every_preset_and_the_flag_turns_it_off():
-    """`--no-fused_adam` gives PyTorch's per-tensor Adam (the bundled demo model's card asks for it)."""
+    """`--no-fused_adam` gives PyTorch's per-tensor Adam (the previous demo model was trained with it)."""
     tiny, cifar = parse_args([]), parse_args(["--preset", "cifar10"])
     assert (tiny.fused_adam, cifar.fused_adam) == (True, True)
     per_tensor = parse_args(["--no-fused_adam"])
