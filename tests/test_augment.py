@@ -344,11 +344,11 @@ def test_no_host_reads_runs_on_the_meta_device():
 
 
 def test_a_long_run_without_augmentation_is_warned_about_overfitting_and_the_default_run_is_not():
-    from transgan_hf.training.args import parse_args
+    from transgan_hf.training.args import parse_args, real_images_per_step
 
     def warning(*flags: str) -> str | None:
         args = parse_args(list(flags))
-        seen = args.max_train_steps * args.n_critic * args.gradient_accumulation_steps * args.train_batch_size
+        seen = args.max_train_steps * real_images_per_step(args)
         return overfitting_warning(args.diffaug_policy, seen, num_images=5000)  # MNIST-5k, the tiny preset's data
 
     assert warning() is None  # the default main job: 4,000 steps, ~26 passes, no DiffAugment

@@ -290,8 +290,7 @@ def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
         raise CommandError(f"argument --gp_batch_shrink: shrinks the WGAN-GP interpolates, which --loss {args.loss} "
                            "does not use; drop the flag or choose a WGAN-GP loss")
     if args.max_train_kimg is not None:
-        images_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
-        args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / images_per_step)
+        args.max_train_steps = math.ceil(args.max_train_kimg * 1000 / real_images_per_step(args))
     resolve_evaluation_args(args)
     resolve_streaming_args(args)
     if args.push_to_hub and not args.hub_model_id:
@@ -397,6 +396,11 @@ def check_batch_sizes(args: argparse.Namespace, num_processes: int) -> None:
     if uses_gradient_penalty(args.loss) and args.gp_batch_shrink > per_process:
         raise CommandError(f"--gp_batch_shrink {args.gp_batch_shrink} leaves no interpolate of the {per_process} "
                            f"images each process has per D batch; use at most {per_process}.")
+
+
+def real_images_per_step(args: argparse.Namespace) -> int:
+    """Real images the discriminator sees per training step, all processes together."""
+    return args.train_batch_size * args.gradient_accumulation_steps * args.n_critic
 
 
 def training_recipe(args: argparse.Namespace) -> TrainingRecipe:

@@ -37,7 +37,14 @@ from ..cli import CommandError
 from ..cpu_memory import reuse_freed_cpu_memory
 from ..data import CorruptImageError
 from ..pipeline_transgan import TransGANPipeline
-from .args import check_batch_sizes, load_model_configs, parse_args, run_settings, training_recipe
+from .args import (
+    check_batch_sizes,
+    load_model_configs,
+    parse_args,
+    real_images_per_step,
+    run_settings,
+    training_recipe,
+)
 from .augment import overfitting_warning
 from .checkpointing import (
     RECORDED_SETTINGS,
@@ -186,7 +193,7 @@ def main(argv: Sequence[str] | None = None, evaluation_hooks: Sequence[Evaluatio
                                                                           **data_options)
         loaders = [dataloader]
         images_description = f"{num_images} images ({num_skipped} unreadable skipped)"
-        images_seen = args.max_train_steps * args.n_critic * args.gradient_accumulation_steps * args.train_batch_size
+        images_seen = args.max_train_steps * real_images_per_step(args)
         if (warning := overfitting_warning(recipe.diffaug_policy, images_seen, num_images)) is not None:
             logger.warning(warning)
     metric_evaluation = (MetricEvaluation(accelerator, evaluation_settings(args, accelerator.num_processes))
